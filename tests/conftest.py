@@ -1,0 +1,132 @@
+"""Shared fixtures: tiny ViLTs built from configs (no downloads), their HF directories and
+exported bundles, and the real-data minis in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+WORDS = (
+    "what is the color of shape circle rectangle triangle red green blue yes no how many "
+    "are there in image does contain a an left right picture two dogs cat on table man "
+    "woman holding sitting standing of more than one at least"
+).split()
+
+
+def build_tokenizer():
+    """A BERT-style uncased WordPiece tokenizer over a small vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("?.,'!0123456789")
+    pieces = ["##" + c for c in letters]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(special + WORDS + letters + pieces))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return tokenizer
+
+
+def tiny_config(task: str, **overrides):
+    from transformers import ViltConfig
+
+    labels = ["no", "yes", "red", "blue", "circle", "two", "3"] if task == "vqa" else ["False", "True"]
+    fields = dict(
+        vocab_size=build_tokenizer().get_vocab_size(),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        image_size=384,
+        patch_size=32,
+        max_position_embeddings=40,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        pad_token_id=0,
+    )
+    if task == "nlvr2":
+        fields.update(num_images=2, modality_type_vocab_size=3)
+    fields.update(overrides)
+    return ViltConfig(**fields)
+
+
+def random_transformers_model(task: str, config=None, seed: int = 0):
+    """transformers' own ViLT class with random weights (the parity reference)."""
+    import torch
+    from transformers import ViltForImagesAndTextClassification, ViltForQuestionAnswering
+
+    torch.manual_seed(seed)
+    config = config or tiny_config(task)
+    cls = ViltForQuestionAnswering if task == "vqa" else ViltForImagesAndTextClassification
+    model = cls(config).eval()
+    # transformers initialises LayerNorms to identity and biases to zero; perturb them so
+    # parity covers every parameter, not just the matrices.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim == 1:
+                param.add_(0.05 * torch.randn_like(param))
+    return model
+
+
+def write_hf_directory(model, directory: Path, shortest_edge: int = 384) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    build_tokenizer().save(str(directory / "tokenizer.json"))
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViltImageProcessor",
+                "size": {"shortest_edge": shortest_edge},
+                "size_divisor": model.config.patch_size,
+                "resample": 3,
+                "rescale_factor": 1 / 255,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_vqa_dir(tmp_path_factory) -> Path:
+    return write_hf_directory(random_transformers_model("vqa"), tmp_path_factory.mktemp("vqa_hf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_nlvr2_dir(tmp_path_factory) -> Path:
+    return write_hf_directory(
+        random_transformers_model("nlvr2"), tmp_path_factory.mktemp("nlvr2_hf")
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_vqa_bundle(tiny_vqa_dir, tmp_path_factory) -> Path:
+    from vilt_edge.export import export_bundle
+
+    return export_bundle(tiny_vqa_dir, tmp_path_factory.mktemp("bundles") / "vqa").path
+
+
+@pytest.fixture(scope="session")
+def tiny_nlvr2_bundle(tiny_nlvr2_dir, tmp_path_factory) -> Path:
+    from vilt_edge.export import export_bundle
+
+    return export_bundle(tiny_nlvr2_dir, tmp_path_factory.mktemp("bundles") / "nlvr2").path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real-data minis not found at {SHARED_DATA} (a checkout without ../shared)")
+    return SHARED_DATA

@@ -1,0 +1,266 @@
+"""The bundle: a directory an app loads without torch.
+
+    bundle/
+      manifest.json      format version, task, source, precision, runtime, inputs, file hashes
+      model.onnx         the model (more model files may follow in later precisions)
+      tokenizer.json     a `tokenizers` tokenizer
+      preprocessor.json  image preprocessing settings (ViltImageProcessor semantics)
+      labels.json        answer strings, index -> label
+
+Every file but the manifest is listed in it with its sha256; loading checks each one, so a
+missing, truncated or altered file is named in one line. Bundles are written into a temporary
+sibling directory and renamed into place: an interrupted write never leaves a loadable bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vilt_edge.errors import BundleError
+
+FORMAT_NAME = "vilt-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TASKS = ("vqa", "nlvr2")
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Image settings with `ViltImageProcessor` semantics (see `vilt_edge.preprocess`)."""
+
+    shortest_edge: int = 384
+    longest_edge: int = 640  # int(1333 / 800 * shortest_edge)
+    size_divisor: int = 32  # the patch size: both sides are floored to a multiple of it
+    resample: str = "bicubic"
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.shortest_edge < self.size_divisor or self.size_divisor < 1:
+            raise BundleError("preprocessor.json: shortest_edge must be at least size_divisor")
+        if self.resample not in ("bicubic", "bilinear", "nearest"):
+            raise BundleError(f"preprocessor.json: unknown resample {self.resample!r}")
+
+    @classmethod
+    def for_shortest_edge(cls, shortest_edge: int, size_divisor: int, **kwargs) -> Preprocessing:
+        # transformers: longer = int(MAX_LONGER_EDGE / MAX_SHORTER_EDGE * shorter) = 1333/800
+        return cls(
+            shortest_edge=shortest_edge,
+            longest_edge=int(1333 / 800 * shortest_edge),
+            size_divisor=size_divisor,
+            **kwargs,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shortest_edge": self.shortest_edge,
+            "longest_edge": self.longest_edge,
+            "size_divisor": self.size_divisor,
+            "resample": self.resample,
+            "rescale_factor": self.rescale_factor,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Preprocessing:
+        try:
+            return cls(
+                shortest_edge=int(data["shortest_edge"]),
+                longest_edge=int(data["longest_edge"]),
+                size_divisor=int(data["size_divisor"]),
+                resample=str(data["resample"]),
+                rescale_factor=float(data["rescale_factor"]),
+                image_mean=tuple(float(v) for v in data["image_mean"]),
+                image_std=tuple(float(v) for v in data["image_std"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"preprocessor.json: malformed ({error})") from None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    task: str  # "vqa" or "nlvr2"
+    model_file: str
+    precision: str  # "fp32", later "int8" / "fp16"
+    runtime: str  # "onnxruntime"
+    text_length: int  # questions are padded / truncated to this many word pieces
+    num_images: int  # 1 for VQA, 2 for NLVR2
+    patch_size: int
+    source: dict[str, Any]  # {"model": str, "sha256": str, "kind": str}
+    inputs: dict[str, Any]  # name -> {"dtype": str, "shape": [int | str]}
+    files: dict[str, str]  # file name -> sha256
+    vilt_edge_version: str
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] | None = None  # stage-specific records (quantization, compile, ...)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise BundleError(f"{MANIFEST}: unknown task {self.task!r}")
+        if self.model_file not in self.files:
+            raise BundleError(f"{MANIFEST}: model file {self.model_file} is not in its file list")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "vilt_edge_version": self.vilt_edge_version,
+            "task": self.task,
+            "source": self.source,
+            "precision": self.precision,
+            "runtime": self.runtime,
+            "model_file": self.model_file,
+            "text_length": self.text_length,
+            "num_images": self.num_images,
+            "patch_size": self.patch_size,
+            "inputs": self.inputs,
+            "files": self.files,
+        }
+        if self.extra:
+            data["extra"] = self.extra
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("format") != FORMAT_NAME:
+            raise BundleError(f"{MANIFEST}: not a vilt-edge bundle manifest")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{MANIFEST}: unknown format version {version!r} "
+                f"(this vilt-edge reads version {FORMAT_VERSION})"
+            )
+        try:
+            return cls(
+                task=data["task"],
+                model_file=data["model_file"],
+                precision=data["precision"],
+                runtime=data["runtime"],
+                text_length=int(data["text_length"]),
+                num_images=int(data["num_images"]),
+                patch_size=int(data["patch_size"]),
+                source=dict(data["source"]),
+                inputs=dict(data["inputs"]),
+                files=dict(data["files"]),
+                vilt_edge_version=str(data["vilt_edge_version"]),
+                format_version=version,
+                extra=data.get("extra"),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"{MANIFEST}: malformed ({error})") from None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: Manifest
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.model_file
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{what}: missing from bundle {path.parent}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BundleError(f"{what}: not valid JSON in bundle {path.parent}") from None
+
+
+def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Read and verify a bundle: format version, then the sha256 of every listed file."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"bundle not found: {root}")
+    if not root.is_dir():
+        raise BundleError(f"not a bundle directory: {root}")
+    if not (root / MANIFEST).is_file():
+        raise BundleError(f"not a vilt-edge bundle (no {MANIFEST}): {root}")
+    manifest = Manifest.from_json(_read_json(root / MANIFEST, MANIFEST))
+    for name in ("tokenizer.json", "preprocessor.json", "labels.json"):
+        if name not in manifest.files:
+            raise BundleError(f"{MANIFEST}: {name} is not in its file list")
+    for name, expected in manifest.files.items():
+        file_path = root / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{MANIFEST}: file name {name!r} points outside the bundle")
+        if not file_path.is_file():
+            raise BundleError(f"{name}: missing from bundle {root}")
+        if verify and sha256_file(file_path) != expected:
+            raise BundleError(f"{name}: altered or truncated (sha256 does not match the manifest)")
+    preprocessing = Preprocessing.from_json(_read_json(root / "preprocessor.json", "preprocessor.json"))
+    labels = _read_json(root / "labels.json", "labels.json")
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise BundleError("labels.json: must be a list of answer strings")
+    return Bundle(root, manifest, preprocessing, tuple(labels))
+
+
+@contextmanager
+def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise BundleError(f"output exists: {final} (choose another path or pass --overwrite)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    try:
+        yield staging
+        if final.exists():
+            retired = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, retired)
+            os.replace(staging, final)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_bundle(
+    out: Path,
+    manifest_fields: dict[str, Any],
+    write_files: Callable[[Path], None],
+    overwrite: bool = False,
+) -> Bundle:
+    """Write a bundle atomically: `write_files(staging)` fills the directory, then hashes and
+    the manifest are written last, and the directory is renamed into place."""
+    with atomic_directory(out, overwrite=overwrite) as staging:
+        write_files(staging)
+        files = {
+            entry.name: sha256_file(entry)
+            for entry in sorted(staging.iterdir())
+            if entry.is_file() and entry.name != MANIFEST
+        }
+        manifest = Manifest(files=files, **manifest_fields)
+        (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+        load_bundle(staging)  # what we hand back must load
+    return load_bundle(out)

@@ -1,0 +1,1 @@
+"""Device profiles as data (the compile issue builds them here)."""

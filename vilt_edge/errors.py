@@ -1,0 +1,33 @@
+"""Errors a user can cause. The CLI turns each into one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class ViltEdgeError(Exception):
+    """Base of all user-facing errors; the message is the whole line shown to the user."""
+
+    exit_code = 1
+
+
+class InputError(ViltEdgeError):
+    """A bad image, question or option value."""
+
+    exit_code = 2
+
+
+class ModelError(ViltEdgeError):
+    """A path or id that does not hold a usable ViLT model."""
+
+    exit_code = 3
+
+
+class BundleError(ViltEdgeError):
+    """A bundle that is missing, incomplete, altered or of an unknown format."""
+
+    exit_code = 4
+
+
+class DataError(ViltEdgeError):
+    """A data set that is missing, malformed, or of the wrong task."""
+
+    exit_code = 5

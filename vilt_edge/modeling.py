@@ -1,0 +1,156 @@
+"""An exact, deterministic, exportable ViLT built from transformers' own modules.
+
+transformers' `ViltEmbeddings.visual_embed` keeps patches by sampling them with
+`torch.multinomial` and loops over per-image shapes. At inference with `max_image_length=-1`
+and unpadded images the sampling only permutes the patches, and a transformer whose image
+tokens carry their own position embeddings is equivariant to that permutation, so the logits
+do not depend on it. This module keeps every patch in raster order instead: same logits (to
+float rounding), no sampling, no data-dependent Python loop, so both torch ONNX exporters
+can trace it.
+
+Images inside one batch must share one size (every patch valid); callers with mixed sizes
+group them by size first, as `vilt_edge.runtime` does.
+
+    from vilt_edge.modeling import ExactViltForQuestionAnswering
+    model = ExactViltForQuestionAnswering.from_pretrained("path/to/hf-vilt-dir")
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import ViltConfig
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.vilt.modeling_vilt import (
+    ViltEmbeddings,
+    ViltForImagesAndTextClassification,
+    ViltForQuestionAnswering,
+    ViltModel,
+)
+
+
+class ExactViltEmbeddings(ViltEmbeddings):
+    """`ViltEmbeddings` with a deterministic visual embedding: every patch, in raster order."""
+
+    def visual_embed(self, pixel_values, pixel_mask=None, max_image_length=-1):
+        patches = self.patch_embeddings(pixel_values)  # (batch, hidden, grid_h, grid_w)
+        batch_size, hidden, grid_h, grid_w = patches.shape
+        trained_grid = self.config.image_size // self.config.patch_size
+        spatial_pos = (
+            self.position_embeddings[:, 1:, :]
+            .transpose(1, 2)
+            .reshape(1, hidden, trained_grid, trained_grid)
+        )
+        # Same interpolation transformers applies per image: bilinear, corners aligned.
+        pos_embed = nn.functional.interpolate(
+            spatial_pos, size=(grid_h, grid_w), mode="bilinear", align_corners=True
+        )
+        pos_embed = pos_embed.flatten(2).transpose(1, 2)  # (1, grid_h*grid_w, hidden)
+        tokens = patches.flatten(2).transpose(1, 2) + pos_embed
+
+        cls_tokens = self.cls_token.expand(batch_size, -1, -1) + self.position_embeddings[:, :1, :]
+        tokens = torch.cat((cls_tokens, tokens), dim=1)
+        tokens = self.dropout(tokens)
+        token_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
+        return tokens, token_mask, None
+
+
+class ExactViltModel(ViltModel):
+    """`ViltModel` whose embeddings are `ExactViltEmbeddings` and whose mask is built inline.
+
+    The additive mask is built here (not by transformers' mask utilities) so the graph stays
+    plain tensor arithmetic for export; eager attention adds it to the scores exactly as the
+    transformers model does.
+    """
+
+    def __init__(self, config: ViltConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        self.embeddings = ExactViltEmbeddings(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        image_token_type_idx: int | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if input_ids is None or pixel_values is None:
+            raise ValueError("ExactViltModel needs input_ids and pixel_values")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embedding_output, mask = self.embeddings(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            pixel_values,
+            pixel_mask,
+            None,
+            None,
+            image_token_type_idx=image_token_type_idx,
+        )
+        dtype = embedding_output.dtype
+        additive_mask = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        encoder_outputs = self.encoder(
+            embedding_output,
+            attention_mask=additive_mask,
+            output_attentions=bool(output_attentions),
+            output_hidden_states=bool(output_hidden_states),
+            return_dict=True,
+        )
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled_output,
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
+        )
+
+
+class ExactViltForQuestionAnswering(ViltForQuestionAnswering):
+    """VQA head over `ExactViltModel`; weights and config are those of transformers' class."""
+
+    def __init__(self, config: ViltConfig):
+        super().__init__(config)
+        self.vilt = ExactViltModel(config)
+        self.post_init()
+
+
+class ExactViltForImagesAndTextClassification(ViltForImagesAndTextClassification):
+    """NLVR2 head over `ExactViltModel`; pixel_values are (batch, num_images, 3, H, W)."""
+
+    def __init__(self, config: ViltConfig):
+        super().__init__(config)
+        self.vilt = ExactViltModel(config)
+        self.post_init()
+
+
+EXACT_CLASS_FOR_TASK = {
+    "vqa": ExactViltForQuestionAnswering,
+    "nlvr2": ExactViltForImagesAndTextClassification,
+}
+
+
+class ExportWrapper(nn.Module):
+    """Plain-tensor signature for export: (input_ids, attention_mask, pixel_values) -> logits.
+
+    token_type_ids are always zero in ViLT's text embeddings, so they are not an input.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, pixel_values):
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
+        ).logits
