@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_transformers_model, tiny_config
+from conftest import build_tokenizer, random_transformers_model, tiny_config
 
 from vilt_edge.checkpoint import build_model_from_lightning, load_lightning_checkpoint
 from vilt_edge.errors import ModelError
@@ -283,3 +283,55 @@ def test_bad_checkpoints_give_one_line_errors(kind, words, references, tmp_path)
     assert "\n" not in message
     assert words in message
     assert path.name in message or "id2label.json" in message
+
+
+def test_lightning_checkpoint_exports_to_a_bundle(references, tmp_path):
+    """.ckpt -> `vilt-edge export` -> ONNX Runtime logits equal transformers' model."""
+    import onnxruntime
+    from typer.testing import CliRunner
+
+    from vilt_edge.cli import app
+
+    reference = references["vqa"]
+    checkpoint = save_checkpoint(
+        tmp_path / "vilt_vqa.ckpt",
+        to_original(reference, "vqa"),
+        hyper_parameters={"config": {"num_heads": 4}},  # where ViLT records its head count
+    )
+    labels = [reference.config.id2label[i] for i in range(reference.config.num_labels)]
+    (tmp_path / "id2label.json").write_text(json.dumps(labels))
+    build_tokenizer().save(str(tmp_path / "tokenizer.json"))
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "bundle")])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["source"]["kind"] == "lightning-ckpt"
+    feed = inputs(reference.config, "vqa")
+    session = onnxruntime.InferenceSession(str(tmp_path / "bundle" / "model.onnx"))
+    text_length = reference.config.max_position_embeddings
+    padded = {}
+    for name in ("input_ids", "attention_mask"):
+        padded[name] = torch.zeros(feed[name].shape[0], text_length, dtype=torch.long)
+        padded[name][:, : feed[name].shape[1]] = feed[name]
+    logits = session.run(
+        ["logits"],
+        {
+            "input_ids": padded["input_ids"].numpy(),
+            "attention_mask": padded["attention_mask"].numpy(),
+            "pixel_values": feed["pixel_values"].numpy(),
+        },
+    )[0]
+    with torch.no_grad():
+        expected = reference(**feed).logits.numpy()
+    assert float(abs(logits - expected).max()) <= 1e-4
+
+
+def test_lightning_checkpoint_without_tokenizer_is_one_line(references, tmp_path):
+    from vilt_edge.loading import load_model
+
+    checkpoint = save_checkpoint(
+        tmp_path / "v.ckpt",
+        to_original(references["nlvr2"], "nlvr2"),
+        hyper_parameters={"config": {"num_heads": 4}},
+    )
+    with pytest.raises(ModelError, match="tokenizer.json"):
+        load_model(checkpoint)

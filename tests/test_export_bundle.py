@@ -161,3 +161,22 @@ def test_loaded_nlvr2_model_has_two_images(tiny_nlvr2_dir):
     loaded = load_model(tiny_nlvr2_dir)
     assert loaded.task == "nlvr2" and loaded.num_images == 2
     assert loaded.labels == ["False", "True"]
+
+
+def test_hf_directory_with_bin_weights(tiny_vqa_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    directory = shutil.copytree(tiny_vqa_dir, tmp_path / "bin")
+    weights = load_file(str(directory / "model.safetensors"))
+    torch.save(weights, directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    from_bin = load_model(directory)
+    from_safetensors = load_model(tiny_vqa_dir)
+    assert from_bin.source["sha256"] != from_safetensors.source["sha256"]
+    input_ids = torch.randint(5, 40, (2, 40))
+    pixel_values = torch.randn(2, 3, 384, 512)
+    with torch.no_grad():
+        first = from_bin.model(input_ids=input_ids, pixel_values=pixel_values).logits
+        second = from_safetensors.model(input_ids=input_ids, pixel_values=pixel_values).logits
+    assert torch.equal(first, second)
