@@ -40,7 +40,9 @@ def build_tokenizer():
 def tiny_config(task: str, **overrides):
     from transformers import ViltConfig
 
-    labels = ["no", "yes", "red", "blue", "circle", "two", "3"] if task == "vqa" else ["False", "True"]
+    labels = (
+        ["no", "yes", "red", "blue", "circle", "two", "3"] if task == "vqa" else ["False", "True"]
+    )
     fields = dict(
         vocab_size=build_tokenizer().get_vocab_size(),
         hidden_size=48,
@@ -73,7 +75,7 @@ def random_transformers_model(task: str, config=None, seed: int = 0):
     # transformers initialises LayerNorms to identity and biases to zero; perturb them so
     # parity covers every parameter, not just the matrices.
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.ndim == 1:
                 param.add_(0.05 * torch.randn_like(param))
     return model

@@ -84,7 +84,9 @@ def bundle_copy(tiny_vqa_bundle, tmp_path):
     return shutil.copytree(tiny_vqa_bundle, tmp_path / "copy")
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json", "labels.json", "preprocessor.json"])
+@pytest.mark.parametrize(
+    "name", ["model.onnx", "tokenizer.json", "labels.json", "preprocessor.json"]
+)
 def test_altered_file_is_named(bundle_copy, name):
     path = bundle_copy / name
     data = bytearray(path.read_bytes())

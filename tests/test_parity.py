@@ -62,7 +62,9 @@ class Case:
         key = (height, width, batch)
         if key not in self._reference_logits:
             input_ids, attention_mask, pixel_values = self.inputs(height, width, batch)
-            pixel_mask = torch.ones(pixel_values.shape[:-3] + pixel_values.shape[-2:], dtype=torch.long)
+            pixel_mask = torch.ones(
+                pixel_values.shape[:-3] + pixel_values.shape[-2:], dtype=torch.long
+            )
             with torch.no_grad():
                 logits = self.reference(
                     input_ids=input_ids,

@@ -216,7 +216,9 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
             raise BundleError(f"{name}: missing from bundle {root}")
         if verify and sha256_file(file_path) != expected:
             raise BundleError(f"{name}: altered or truncated (sha256 does not match the manifest)")
-    preprocessing = Preprocessing.from_json(_read_json(root / "preprocessor.json", "preprocessor.json"))
+    preprocessing = Preprocessing.from_json(
+        _read_json(root / "preprocessor.json", "preprocessor.json")
+    )
     labels = _read_json(root / "labels.json", "labels.json")
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise BundleError("labels.json: must be a list of answer strings")

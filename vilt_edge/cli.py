@@ -50,17 +50,23 @@ def _status(message: str):
 @app.command()
 @_user_errors
 def export(
-    model: Annotated[str, typer.Argument(help="HF ViLT directory, Lightning .ckpt, hub id, or 'default'.")],
+    model: Annotated[
+        str, typer.Argument(help="HF ViLT directory, Lightning .ckpt, hub id, or 'default'.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
-    exporter: Annotated[str, typer.Option(help="torch exporter: dynamo or torchscript.")] = "dynamo",
+    exporter: Annotated[
+        str, typer.Option(help="torch exporter: dynamo or torchscript.")
+    ] = "dynamo",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
 ) -> None:
     """Export MODEL to a torch-free bundle (ONNX, tokenizer, preprocessing, labels, manifest)."""
     try:
         from vilt_edge.export import export_bundle
     except ImportError as error:
-        _fail(f"export needs the model extra: pip install 'vilt-edge[model]' ({error.name} missing)")
+        _fail(
+            f"export needs the model extra: pip install 'vilt-edge[model]' ({error.name} missing)"
+        )
     with _status(f"exporting {model}"):
         bundle = export_bundle(model, out, opset=opset, exporter=exporter, overwrite=overwrite)
     manifest = bundle.manifest
@@ -112,7 +118,9 @@ def validate(
     bundle: Annotated[str, typer.Argument(help="Bundle directory, or 'default'.")],
     data: Annotated[str, typer.Option(help="Data spec: easy-vqa[:test|train].")] = "easy-vqa:test",
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
-    show: Annotated[int, typer.Option(help="Also answer N examples one by one and print them.")] = 0,
+    show: Annotated[
+        int, typer.Option(help="Also answer N examples one by one and print them.")
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="Examples per model call.")] = 32,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -123,7 +131,8 @@ def validate(
     from rich.table import Table
 
     from vilt_edge.runtime import ViltRuntime
-    from vilt_edge.validate import load_data_spec, validate as run_validation
+    from vilt_edge.validate import load_data_spec
+    from vilt_edge.validate import validate as run_validation
 
     if limit is not None and limit < 1:
         _fail("--limit must be at least 1", 2)
@@ -147,12 +156,19 @@ def validate(
             )
         console.print(table)
     with Progress(
-        "[bold]validate", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=as_json,
+        "[bold]validate",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
     ) as progress:
         task = progress.add_task("validate", total=len(examples))
         result = run_validation(
-            runtime, examples, name, batch_size=batch_size,
+            runtime,
+            examples,
+            name,
+            batch_size=batch_size,
             on_progress=lambda n: progress.advance(task, n),
         )
     if as_json:

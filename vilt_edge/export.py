@@ -53,7 +53,7 @@ def _quiet_loggers(*names: str):
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -70,7 +70,9 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
     wrapper = ExportWrapper(loaded.model.eval())
     inputs = _example_inputs(loaded)
     image_axis = 3 if loaded.num_images == 2 else 2
-    names = dict(input_names=["input_ids", "attention_mask", "pixel_values"], output_names=["logits"])
+    names = dict(
+        input_names=["input_ids", "attention_mask", "pixel_values"], output_names=["logits"]
+    )
     with warnings.catch_warnings(), torch.no_grad(), _quiet_loggers("torch", "onnxscript"):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
@@ -86,7 +88,11 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
                 dynamic_shapes={
                     "input_ids": {0: batch},
                     "attention_mask": {0: batch},
-                    "pixel_values": {0: batch, image_axis: patch * grid_h, image_axis + 1: patch * grid_w},
+                    "pixel_values": {
+                        0: batch,
+                        image_axis: patch * grid_h,
+                        image_axis + 1: patch * grid_w,
+                    },
                 },
                 verbose=False,
                 **names,

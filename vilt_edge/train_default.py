@@ -14,7 +14,6 @@ The recipe (why each value is what it is):
 from __future__ import annotations
 
 import json
-
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -293,9 +292,7 @@ def train_default(
                 bar.update(task, advance=1, status=f"loss {loss.item():.3f}")
             epoch = step / steps_per_epoch
             if eval_every_epochs and round(epoch) % eval_every_epochs == 0:
-                correct = evaluate(
-                    model, test_pixels, test_rows, test_ids, test_mask, test_answers
-                )
+                correct = evaluate(model, test_pixels, test_rows, test_ids, test_mask, test_answers)
                 history.append({"step": step, "epoch": round(epoch, 2), "test_acc": correct.mean()})
                 bar.console.print(
                     f"epoch {epoch:.1f}: test accuracy {correct.mean():.4f} "
@@ -338,4 +335,3 @@ if __name__ == "__main__":
         args.out, DefaultRecipe(epochs=args.epochs), args.max_steps, args.eval_every
     )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
-

@@ -1,0 +1,57 @@
+"""The embedded default: shipped inside the package, exported on first use, >= 95% on the full
+easy-VQA test split through the torch-free runtime."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vilt_edge.cli import app
+from vilt_edge.default_model import DEFAULT_WEIGHTS_DIR, default_bundle_path
+from vilt_edge.loading import load_model
+from vilt_edge.runtime import ViltRuntime
+from vilt_edge.validate import load_data_spec, validate
+
+
+@pytest.fixture(scope="module")
+def default_bundle(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VILT_EDGE_CACHE", str(cache))
+        path = default_bundle_path()
+        assert path.parent == cache
+        assert default_bundle_path() == path  # the second call reuses the cached export
+        yield path
+
+
+def test_default_ships_small_and_loads():
+    shipped = sum(p.stat().st_size for p in DEFAULT_WEIGHTS_DIR.iterdir() if p.is_file())
+    assert shipped <= 15_000_000, f"default model is {shipped / 1e6:.1f} MB"
+    loaded = load_model("default")
+    config = loaded.config
+    assert loaded.task == "vqa" and config.num_hidden_layers == 6 and config.hidden_size >= 192
+    assert loaded.source["kind"] == "default"
+    assert len(loaded.labels) == 13
+
+
+def test_default_reaches_95_percent_on_full_easy_vqa_test(default_bundle):
+    name, examples = load_data_spec("easy-vqa:test")
+    assert len(examples) == 9673
+    result = validate(ViltRuntime.load(default_bundle), examples, name, batch_size=64)
+    print(json.dumps(result.to_json()))
+    assert result.n == 9673
+    assert result.accuracy >= 0.95
+
+
+def test_ask_default_from_the_cli(default_bundle, monkeypatch):
+    monkeypatch.setenv("VILT_EDGE_CACHE", str(default_bundle.parent))
+    _, examples = load_data_spec("easy-vqa:test")
+    example = next(e for e in examples if e.answer_type == "color")
+    result = CliRunner().invoke(
+        app, ["ask", "default", "--image", example.image_path, "-q", example.question, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)["answers"]
+    assert answers[0]["answer"] == example.answers[0]

@@ -1,0 +1,472 @@
+"""The torch-free runtime.
+
+Most tests run on hand-made bundles: a few-node ONNX graph written with `onnx.helper`, whose
+logits are a known function of the inputs (mean pixel, token count, id sum), so the runtime is
+checked independently of the exporter. The exported tiny ViLTs from conftest then check the
+runtime end to end against transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import build_tokenizer
+from PIL import Image
+
+from vilt_edge.bundle import MANIFEST, Preprocessing, write_bundle
+from vilt_edge.errors import BundleError, InputError
+from vilt_edge.preprocess import output_size, preprocess_image
+from vilt_edge.runtime import Answer, ViltRuntime
+from vilt_edge.runtimes import RUNTIMES, get_runner
+from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
+from vilt_edge.text import QuestionTokenizer, QuestionTruncatedWarning
+
+TEXT_LENGTH = 16
+SETTINGS = Preprocessing.for_shortest_edge(64, 32)  # small images keep the tests fast
+VQA_LABELS = ["no", "yes", "red", "blue", "circle", "two", "3"]
+
+
+def handmade_weights(num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features (mean pixel, token count, id sum) -> logits; distinct slopes spread the labels."""
+    weight = np.stack(
+        [
+            np.linspace(-4.0, 4.0, num_labels),
+            np.linspace(0.3, -0.3, num_labels),
+            np.linspace(-0.01, 0.01, num_labels),
+        ]
+    ).astype(np.float32)
+    bias = np.linspace(-1.0, 1.0, num_labels).astype(np.float32)
+    return weight, bias
+
+
+def handmade_logits(pixel_values: np.ndarray, input_ids: np.ndarray, mask: np.ndarray, labels: int):
+    """What the hand-made graph computes, in numpy."""
+    weight, bias = handmade_weights(labels)
+    axes = tuple(range(1, pixel_values.ndim))
+    features = np.stack(
+        [pixel_values.mean(axis=axes), mask.sum(axis=1), input_ids.sum(axis=1)], axis=1
+    ).astype(np.float32)
+    return features @ weight + bias
+
+
+def build_handmade_onnx(path: Path, num_images: int, num_labels: int) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    image_shape = ["batch", 3, "height", "width"]
+    if num_images == 2:
+        image_shape = ["batch", 2, 3, "height", "width"]
+    pixel_axes = list(range(1, len(image_shape)))
+    weight, bias = handmade_weights(num_labels)
+    nodes = [
+        helper.make_node("ReduceMean", ["pixel_values"], ["pixel_mean"], axes=pixel_axes),
+        helper.make_node("Flatten", ["pixel_mean"], ["pixel_feature"], axis=1),
+        helper.make_node("ReduceSum", ["attention_mask", "text_axis"], ["token_count"]),
+        helper.make_node("Cast", ["token_count"], ["token_feature"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["input_ids", "text_axis"], ["id_sum"]),
+        helper.make_node("Cast", ["id_sum"], ["id_feature"], to=TensorProto.FLOAT),
+        helper.make_node(
+            "Concat", ["pixel_feature", "token_feature", "id_feature"], ["features"], axis=1
+        ),
+        helper.make_node("MatMul", ["features", "weight"], ["scores"]),
+        helper.make_node("Add", ["scores", "bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "handmade_vilt",
+        inputs=[
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", TEXT_LENGTH]),
+            helper.make_tensor_value_info(
+                "attention_mask", TensorProto.INT64, ["batch", TEXT_LENGTH]
+            ),
+            helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, image_shape),
+        ],
+        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])],
+        initializer=[
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "text_axis"),
+            numpy_helper.from_array(weight, "weight"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime from 1.15 on
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def write_handmade_bundle(out: Path, task: str) -> Path:
+    num_images = 2 if task == "nlvr2" else 1
+    labels = ["False", "True"] if task == "nlvr2" else VQA_LABELS
+    image_shape = ["batch", 3, "height", "width"]
+    if num_images == 2:
+        image_shape = ["batch", 2, 3, "height", "width"]
+
+    def write_files(staging: Path) -> None:
+        build_handmade_onnx(staging / "model.onnx", num_images, len(labels))
+        build_tokenizer().save(str(staging / "tokenizer.json"))
+        (staging / "preprocessor.json").write_text(json.dumps(SETTINGS.to_json()))
+        (staging / "labels.json").write_text(json.dumps(labels))
+
+    fields = dict(
+        task=task,
+        model_file="model.onnx",
+        precision="fp32",
+        runtime="onnxruntime",
+        text_length=TEXT_LENGTH,
+        num_images=num_images,
+        patch_size=SETTINGS.size_divisor,
+        source={"model": "handmade", "kind": "test", "sha256": "-"},
+        inputs={
+            "input_ids": {"dtype": "int64", "shape": ["batch", TEXT_LENGTH]},
+            "attention_mask": {"dtype": "int64", "shape": ["batch", TEXT_LENGTH]},
+            "pixel_values": {"dtype": "float32", "shape": image_shape},
+        },
+        vilt_edge_version="test",
+    )
+    return write_bundle(out, fields, write_files).path
+
+
+@pytest.fixture(scope="module")
+def handmade_vqa_bundle(tmp_path_factory) -> Path:
+    return write_handmade_bundle(tmp_path_factory.mktemp("handmade") / "vqa", "vqa")
+
+
+@pytest.fixture(scope="module")
+def handmade_nlvr2_bundle(tmp_path_factory) -> Path:
+    return write_handmade_bundle(tmp_path_factory.mktemp("handmade") / "nlvr2", "nlvr2")
+
+
+@pytest.fixture(scope="module")
+def vqa(handmade_vqa_bundle: Path):
+    with ViltRuntime.load(handmade_vqa_bundle, threads=1) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def nlvr2(handmade_nlvr2_bundle: Path):
+    with ViltRuntime.load(handmade_nlvr2_bundle, threads=1) as runtime:
+        yield runtime
+
+
+def picture(width: int, height: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def expected_vqa_scores(image, question: str) -> np.ndarray:
+    tokenizer = QuestionTokenizer(build_tokenizer(), TEXT_LENGTH)
+    input_ids, mask = tokenizer.encode([question])
+    pixels = preprocess_image(image, SETTINGS)[None]
+    return 1 / (
+        1 + np.exp(-handmade_logits(pixels, input_ids, mask, len(VQA_LABELS))[0].astype(np.float64))
+    )
+
+
+def test_ask_returns_top_k_sigmoid_scores_best_first(vqa: ViltRuntime):
+    image = picture(80, 60, seed=0)
+    answers = vqa.ask(image, "what is the color of the circle?", top_k=3)
+    assert len(answers) == 3 and all(isinstance(a, Answer) for a in answers)
+    scores = [a.score for a in answers]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 < s < 1.0 for s in scores)
+    expected = expected_vqa_scores(image, "what is the color of the circle?")
+    best = np.argsort(-expected)[:3]
+    assert [a.answer for a in answers] == [VQA_LABELS[i] for i in best]
+    np.testing.assert_allclose(scores, expected[best], rtol=1e-5)
+
+
+def test_top_k_bounds(vqa: ViltRuntime):
+    image = picture(64, 64, seed=1)
+    assert len(vqa.ask(image, "red?", top_k=100)) == len(VQA_LABELS)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="top_k"):
+            vqa.ask(image, "red?", top_k=bad)
+
+
+def test_ask_batch_mixed_sizes_keeps_order_and_matches_single_asks(vqa: ViltRuntime, monkeypatch):
+    images = [picture(64, 64, 2), picture(128, 64, 3), picture(64, 64, 4), picture(70, 200, 5)]
+    questions = ["red?", "how many dogs", "is it a circle", "two cats on a table"]
+    singles = [vqa.ask(image, question) for image, question in zip(images, questions, strict=True)]
+
+    shapes = []
+    run = vqa.runner.run
+
+    def spy(feeds):
+        shapes.append(feeds["pixel_values"].shape)
+        return run(feeds)
+
+    monkeypatch.setattr(vqa.runner, "run", spy)
+    batched = vqa.ask_batch(images, questions)
+    assert batched == singles
+    # One ONNX call per distinct preprocessed size, each with same-size images only.
+    tall = output_size(200, 70, SETTINGS)
+    assert sorted(shapes) == sorted([(2, 3, 64, 64), (1, 3, 32, 96), (1, 3, *tall)])
+
+    shapes.clear()
+    assert vqa.ask_batch(images, questions, batch_size=1) == singles
+    assert len(shapes) == len(images)
+
+
+def test_ask_batch_input_checks(vqa: ViltRuntime):
+    image = picture(64, 64, 6)
+    with pytest.raises(InputError, match="2 images and 1 questions"):
+        vqa.ask_batch([image, image], ["red?"])
+    with pytest.raises(InputError, match="list of questions"):
+        vqa.ask_batch([image], "red?")
+    with pytest.raises(InputError, match="question is empty"):
+        vqa.ask(image, "   ")
+    with pytest.raises(InputError, match="VQA bundle takes one image"):
+        vqa.ask((image, image), "red?")
+    assert vqa.ask_batch([], []) == []
+
+
+def test_long_question_warns(vqa: ViltRuntime):
+    with pytest.warns(QuestionTruncatedWarning, match="dropped"):
+        answers = vqa.ask(picture(64, 64, 7), " ".join(["red"] * 40))
+    assert answers
+
+
+def test_bad_image_error_names_the_file(vqa: ViltRuntime, tmp_path: Path):
+    with pytest.raises(InputError, match="missing.jpg"):
+        vqa.ask(tmp_path / "missing.jpg", "red?")
+
+
+def test_latency_and_describe(vqa: ViltRuntime):
+    vqa.ask(picture(64, 64, 8), "red?")
+    latency = vqa.last_latency_ms
+    assert set(latency) == {"preprocess", "model", "total"}
+    assert all(value >= 0 for value in latency.values())
+    assert latency["total"] >= latency["model"]
+    assert vqa.task == "vqa" and vqa.labels == tuple(VQA_LABELS)
+    assert vqa.manifest.text_length == TEXT_LENGTH
+    description = vqa.describe()
+    assert description["task"] == "vqa"
+    assert description["runner"]["runtime"] == "onnxruntime"
+    assert description["runner"]["threads"] == 1
+
+
+def test_answer_is_frozen_and_serializes():
+    answer = Answer("yes", 0.75)
+    assert answer.to_json() == {"answer": "yes", "score": 0.75}
+    json.dumps(answer.to_json())
+    with pytest.raises(AttributeError):
+        answer.score = 1.0  # type: ignore[misc]
+
+
+def test_nlvr2_pair(nlvr2: ViltRuntime):
+    left, right = picture(64, 64, 9), picture(64, 64, 10)
+    answers = nlvr2.ask((left, right), "there are two dogs")
+    assert {a.answer for a in answers} == {"True", "False"}
+    assert answers[0].score >= answers[1].score
+    assert answers[0].score + answers[1].score == pytest.approx(1.0)
+    tokenizer = QuestionTokenizer(build_tokenizer(), TEXT_LENGTH)
+    input_ids, mask = tokenizer.encode(["there are two dogs"])
+    pixels = np.stack([preprocess_image(left, SETTINGS), preprocess_image(right, SETTINGS)])[None]
+    logits = handmade_logits(pixels, input_ids, mask, 2)[0].astype(np.float64)
+    true = np.exp(logits[1]) / np.exp(logits).sum()
+    assert dict((a.answer, a.score) for a in answers)["True"] == pytest.approx(true, rel=1e-5)
+    assert len(nlvr2.ask([left, right], "there are two dogs", top_k=1)) == 1
+
+
+def test_nlvr2_needs_two_images(nlvr2: ViltRuntime, tmp_path: Path):
+    image = picture(64, 64, 11)
+    message = "this NLVR2 bundle needs two images (left and right); got 1"
+    for single in (image, np.asarray(image), tmp_path / "a.jpg", str(tmp_path / "a.jpg")):
+        with pytest.raises(InputError) as error:
+            nlvr2.ask(single, "two dogs")
+        assert str(error.value) == message
+    with pytest.raises(InputError, match="got 3"):
+        nlvr2.ask((image, image, image), "two dogs")
+
+
+def test_nlvr2_unequal_pair_resizes_right_to_left(nlvr2: ViltRuntime, monkeypatch):
+    shapes = []
+    run = nlvr2.runner.run
+    monkeypatch.setattr(
+        nlvr2.runner, "run", lambda f: shapes.append(f["pixel_values"].shape) or run(f)
+    )
+    nlvr2.ask_batch(
+        [(picture(128, 64, 12), picture(64, 64, 13)), (picture(64, 64, 14), picture(64, 64, 15))],
+        ["two dogs", "a cat"],
+    )
+    # 128x64 on the left preprocesses to 96x32 (the 106-pixel cap, floored to patches).
+    assert sorted(shapes) == [(1, 2, 3, 32, 96), (1, 2, 3, 64, 64)]
+
+
+def test_load_default_uses_default_bundle_path(handmade_vqa_bundle: Path, monkeypatch):
+    import vilt_edge.default_model
+
+    monkeypatch.setattr(vilt_edge.default_model, "default_bundle_path", lambda: handmade_vqa_bundle)
+    with ViltRuntime.load("default") as runtime:
+        assert runtime.bundle.path == handmade_vqa_bundle
+
+
+@pytest.fixture
+def bundle_copy(handmade_vqa_bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(handmade_vqa_bundle, tmp_path / "copy"))
+
+
+def rewrite_manifest(bundle: Path, **changes) -> None:
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest.update(changes)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_altered_model_file(bundle_copy: Path):
+    with open(bundle_copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match="model.onnx: altered") as error:
+        ViltRuntime.load(bundle_copy)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_labels_file(bundle_copy: Path):
+    (bundle_copy / "labels.json").unlink()
+    with pytest.raises(BundleError, match="labels.json: missing"):
+        ViltRuntime.load(bundle_copy)
+
+
+def test_model_onnxruntime_cannot_load(bundle_copy: Path):
+    from vilt_edge.bundle import sha256_file
+
+    (bundle_copy / "model.onnx").write_bytes(b"not a model")
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    rewrite_manifest(
+        bundle_copy,
+        files={**manifest["files"], "model.onnx": sha256_file(bundle_copy / "model.onnx")},
+    )
+    with pytest.raises(BundleError, match="model.onnx: onnxruntime cannot load") as error:
+        ViltRuntime.load(bundle_copy)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_runtime(bundle_copy: Path):
+    rewrite_manifest(bundle_copy, runtime="tensorrt")
+    with pytest.raises(BundleError, match="unknown runtime 'tensorrt'"):
+        ViltRuntime.load(bundle_copy)
+
+
+def test_label_count_mismatch(bundle_copy: Path):
+    from vilt_edge.bundle import sha256_file
+
+    (bundle_copy / "labels.json").write_text(json.dumps(VQA_LABELS[:3]))
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    files = {**manifest["files"], "labels.json": sha256_file(bundle_copy / "labels.json")}
+    rewrite_manifest(bundle_copy, files=files)
+    with ViltRuntime.load(bundle_copy) as runtime, pytest.raises(BundleError, match="labels.json"):
+        runtime.ask(picture(64, 64, 16), "red?")
+
+
+def test_runner_registry_and_runner(handmade_vqa_bundle: Path):
+    assert RUNTIMES["onnxruntime"] is OnnxRuntimeRunner
+    assert get_runner("onnxruntime") is OnnxRuntimeRunner
+    with pytest.raises(BundleError, match="unknown runtime"):
+        get_runner("nope")
+    with pytest.raises(InputError, match="threads"):
+        OnnxRuntimeRunner(handmade_vqa_bundle / "model.onnx", threads=0)
+    with OnnxRuntimeRunner.load(handmade_vqa_bundle / "model.onnx", threads=1) as runner:
+        assert runner.last_inference_time_ms is None
+        feeds = {
+            "input_ids": np.ones((2, TEXT_LENGTH), np.int64),
+            "attention_mask": np.ones((2, TEXT_LENGTH), np.int64),
+            "pixel_values": np.zeros((2, 3, 64, 64), np.float32),
+            "pixel_mask": np.ones((2, 64, 64), np.int64),  # not declared by the model: dropped
+        }
+        assert runner.run(feeds).shape == (2, len(VQA_LABELS))
+        assert runner.last_inference_time_ms > 0
+        description = runner.describe()
+        assert description["runtime"] == "onnxruntime"
+        assert "CPUExecutionProvider" in description["providers"]
+        assert description["threads"] == 1 and description["version"]
+        with pytest.raises(BundleError, match="pixel_values"):
+            runner.run({k: v for k, v in feeds.items() if k != "pixel_values"})
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.run(feeds)
+
+
+def test_runtime_never_imports_torch(handmade_vqa_bundle: Path):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import vilt_edge.runtime
+        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+        assert not heavy, f"import vilt_edge.runtime loaded {{heavy}}"
+        from PIL import Image
+        runtime = vilt_edge.runtime.ViltRuntime.load({str(handmade_vqa_bundle)!r}, threads=1)
+        runtime.ask(Image.new("RGB", (64, 64), "red"), "what color?")
+        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+        assert not heavy, f"asking loaded {{heavy}}"
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def reference_processor(runtime: ViltRuntime):
+    from transformers.models.vilt.image_processing_pil_vilt import ViltImageProcessorPil
+
+    settings = runtime.bundle.preprocessing
+    return ViltImageProcessorPil(
+        size={"shortest_edge": settings.shortest_edge}, size_divisor=settings.size_divisor
+    )
+
+
+def test_exported_tiny_vqa_matches_transformers(tiny_vqa_bundle: Path, tiny_vqa_dir: Path):
+    """End to end: image + question -> the same sigmoid scores as transformers' ViLT."""
+    import torch
+    from transformers import ViltForQuestionAnswering
+
+    image = picture(300, 200, 17)
+    question = "what is the color of the circle?"
+    with ViltRuntime.load(tiny_vqa_bundle, threads=1) as runtime:
+        answers = runtime.ask(image, question, top_k=len(runtime.labels))
+        pixels = reference_processor(runtime)(image, return_tensors="pt")
+        input_ids, mask = runtime.tokenizer.encode([question])
+    model = ViltForQuestionAnswering.from_pretrained(tiny_vqa_dir).eval()
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(mask),
+            pixel_values=pixels["pixel_values"],
+            pixel_mask=pixels["pixel_mask"],
+        ).logits[0]
+    labels = [model.config.id2label[i] for i in range(len(logits))]
+    expected = dict(zip(labels, torch.sigmoid(logits).tolist(), strict=True))
+    assert len(answers) == len(labels)
+    for answer in answers:
+        assert answer.score == pytest.approx(expected[answer.answer], abs=1e-4)
+
+
+def test_exported_tiny_nlvr2_matches_transformers(tiny_nlvr2_bundle: Path, tiny_nlvr2_dir: Path):
+    """A same-size pair (no resize deviation) -> transformers' P(True)."""
+    import torch
+    from transformers import ViltForImagesAndTextClassification
+
+    left, right = picture(96, 64, 19), picture(96, 64, 20)
+    statement = "there are two dogs"
+    with ViltRuntime.load(tiny_nlvr2_bundle, threads=1) as runtime:
+        with pytest.raises(InputError, match="got 1"):
+            runtime.ask(left, statement)
+        answers = runtime.ask((left, right), statement)
+        processed = reference_processor(runtime)([left, right], return_tensors="pt")
+        input_ids, mask = runtime.tokenizer.encode([statement])
+    model = ViltForImagesAndTextClassification.from_pretrained(tiny_nlvr2_dir).eval()
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(mask),
+            pixel_values=processed["pixel_values"][None],
+            pixel_mask=processed["pixel_mask"][None],
+        ).logits[0]
+    true = torch.softmax(logits, -1)[model.config.label2id["True"]].item()
+    assert [a.answer for a in answers] == (["True", "False"] if true >= 0.5 else ["False", "True"])
+    assert dict((a.answer, a.score) for a in answers)["True"] == pytest.approx(true, abs=1e-4)

@@ -1,0 +1,108 @@
+"""The onnxruntime runner (CPU execution provider).
+
+from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
+
+with OnnxRuntimeRunner("bundle/model.onnx", threads=2) as runner:
+    logits = runner.run(feeds)
+    print(runner.last_inference_time_ms, runner.describe())
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vilt_edge.errors import BundleError, InputError
+
+OUTPUT = "logits"
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+class OnnxRuntimeRunner:
+    """One onnxruntime `InferenceSession` over a model file; `run(feeds)` -> logits."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | os.PathLike, threads: int | None = None) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive whole number; got {threads!r}")
+        try:
+            import onnxruntime
+        except ImportError:
+            raise BundleError(
+                "this bundle runs on onnxruntime, which is not installed (pip install onnxruntime)"
+            ) from None
+        self.model_path = Path(model_path)
+        self.threads = threads
+        self.last_inference_time_ms: float | None = None
+        self._version = onnxruntime.__version__
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        if not self.model_path.is_file():
+            raise BundleError(f"{self.model_path}: model file not found")
+        try:
+            self._session = onnxruntime.InferenceSession(
+                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime's load failures share no useful base class
+            raise BundleError(
+                f"{self.model_path}: onnxruntime cannot load this model ({_first_line(error)})"
+            ) from None
+        self.input_names = [node.name for node in self._session.get_inputs()]
+        outputs = [node.name for node in self._session.get_outputs()]
+        self._output = OUTPUT if OUTPUT in outputs else outputs[0]
+
+    @classmethod
+    def load(cls, model_path: str | os.PathLike, threads: int | None = None) -> OnnxRuntimeRunner:
+        """`OnnxRuntimeRunner.load(path, threads)`: the registry's common constructor."""
+        return cls(model_path, threads=threads)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """`run({"input_ids": ..., "attention_mask": ..., "pixel_values": ...})` -> logits.
+
+        Feeds the model does not declare are left out, since an exporter may prune an unused
+        input; a declared input missing from `feeds` raises `BundleError`.
+        """
+        if self._session is None:
+            raise RuntimeError("this runner is closed")
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise BundleError(
+                f"{self.model_path.name}: the model wants input(s) {', '.join(missing)}, "
+                f"which the runtime does not provide"
+            )
+        inputs = {name: feeds[name] for name in self.input_names}
+        started = time.perf_counter()
+        (logits,) = self._session.run([self._output], inputs)
+        self.last_inference_time_ms = (time.perf_counter() - started) * 1000
+        return logits
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime name, version, providers and threads, for reports and `--json` output."""
+        providers = self._session.get_providers() if self._session is not None else []
+        return {
+            "runtime": self.name,
+            "version": self._version,
+            "providers": providers,
+            "threads": self.threads,
+            "model": str(self.model_path),
+        }
+
+    def close(self) -> None:
+        self._session = None
+
+    def __enter__(self) -> OnnxRuntimeRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,109 @@
+"""Question tokenization for bundles, with the `tokenizers` library only.
+
+    from vilt_edge.text import QuestionTokenizer
+
+    tokenizer = QuestionTokenizer.from_file("bundle/tokenizer.json", max_length=40)
+    input_ids, attention_mask = tokenizer.encode(["what color is the circle?"])  # int64 (1, 40)
+
+Ids match transformers' `BertTokenizerFast(..., padding="max_length", truncation=True)` on the
+same tokenizer.json: padding on the right to exactly `max_length`, and truncation that drops word
+pieces from the end of the question while the post-processor still adds the final [SEP].
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from vilt_edge.errors import BundleError, InputError
+
+
+class QuestionTruncatedWarning(UserWarning):
+    """A question had more word pieces than the model's text length; the end was dropped."""
+
+
+class QuestionTokenizer:
+    """Questions -> fixed-length `input_ids` and `attention_mask`; build with `from_file`."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
+        special = tokenizer.num_special_tokens_to_add(False)
+        if max_length <= special:
+            raise BundleError(
+                f"text length {max_length} leaves no room for a question "
+                f"beside {special} special tokens"
+            )
+        self.max_length = max_length
+        self.pad_id, pad_token = self._pad_token(tokenizer)
+        # Two configurations of one tokenizer: the untruncated one only counts word pieces so
+        # the warning can say how many were dropped.
+        self._untruncated = Tokenizer.from_str(tokenizer.to_str())
+        self._untruncated.no_truncation()
+        self._untruncated.no_padding()
+        self._fixed = Tokenizer.from_str(tokenizer.to_str())
+        self._fixed.enable_truncation(max_length)
+        # Right padding, whatever tokenizer.json says: ViLT's text embeddings were trained so,
+        # and transformers' BERT tokenizers pad on the right.
+        self._fixed.enable_padding(
+            direction="right", pad_id=self.pad_id, pad_token=pad_token, length=max_length
+        )
+
+    @staticmethod
+    def _pad_token(tokenizer: Tokenizer) -> tuple[int, str]:
+        padding = tokenizer.padding
+        if padding and padding.get("pad_token") is not None:
+            return int(padding["pad_id"]), str(padding["pad_token"])
+        pad_id = tokenizer.token_to_id("[PAD]")
+        if pad_id is not None:
+            return pad_id, "[PAD]"
+        return 0, tokenizer.id_to_token(0) or "[PAD]"
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, max_length: int) -> QuestionTokenizer:
+        """`QuestionTokenizer.from_file("bundle/tokenizer.json", 40)`; a bad file -> BundleError."""
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:  # tokenizers raises plain Exception for unreadable files
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+            raise BundleError(f"{path}: not a usable tokenizer ({reason})") from None
+        return cls(tokenizer, max_length)
+
+    def encode(self, questions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode(["is it red?"])` -> (input_ids, attention_mask), both int64 (B, max_length).
+
+        An empty question raises `InputError`; a long one is truncated with a
+        `QuestionTruncatedWarning` that says how many word pieces were dropped.
+        """
+        if isinstance(questions, str):
+            raise TypeError("encode takes a list of questions; wrap a single one in a list")
+        for index, question in enumerate(questions):
+            if not isinstance(question, str):
+                raise InputError(f"question must be text; got {type(question).__name__}")
+            if not question.strip():
+                where = f" (item {index + 1} of {len(questions)})" if len(questions) > 1 else ""
+                raise InputError(f"question is empty{where}")
+        if not questions:
+            return (
+                np.zeros((0, self.max_length), dtype=np.int64),
+                np.zeros((0, self.max_length), dtype=np.int64),
+            )
+        full = self._untruncated.encode_batch(list(questions))
+        for index, encoding in enumerate(full):
+            if all(encoding.special_tokens_mask):  # e.g. only control or zero-width characters
+                where = f" (item {index + 1} of {len(questions)})" if len(questions) > 1 else ""
+                raise InputError(f"question is empty{where}")
+            dropped = len(encoding.ids) - self.max_length
+            if dropped > 0:
+                where = f"question {index + 1}" if len(questions) > 1 else "the question"
+                warnings.warn(
+                    f"{where} has {len(encoding.ids)} word pieces with special tokens; the model "
+                    f"reads {self.max_length}, so the last {dropped} were dropped",
+                    QuestionTruncatedWarning,
+                    stacklevel=2,
+                )
+        fixed = self._fixed.encode_batch(list(questions))
+        input_ids = np.array([encoding.ids for encoding in fixed], dtype=np.int64)
+        attention_mask = np.array([encoding.attention_mask for encoding in fixed], dtype=np.int64)
+        return input_ids, attention_mask
