@@ -187,13 +187,22 @@ def train_default_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="HF ViLT directory to write.")],
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    peak_lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 3e-4,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Continue from a previous run's directory.")
+    ] = None,
 ) -> None:
     """Train the embedded easy-VQA default from scratch (seeded; about an hour on 2 cores)."""
     from vilt_edge.train_default import DefaultRecipe, train_default
 
     if out.exists():
         _fail(f"output exists: {out}")
-    summary = train_default(out, DefaultRecipe(epochs=epochs, seed=seed), eval_every_epochs=2)
+    summary = train_default(
+        out,
+        DefaultRecipe(epochs=epochs, seed=seed, peak_lr=peak_lr),
+        eval_every_epochs=2,
+        init_from=init_from,
+    )
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "history"}, indent=2))
 
 

@@ -28,6 +28,9 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TASK_FOR_ARCHITECTURE = {
     "ViltForQuestionAnswering": "vqa",
     "ViltForImagesAndTextClassification": "nlvr2",
+    # Saved by vilt-edge's own exact classes (same weights and config as transformers').
+    "ExactViltForQuestionAnswering": "vqa",
+    "ExactViltForImagesAndTextClassification": "nlvr2",
 }
 
 

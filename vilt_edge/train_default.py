@@ -96,8 +96,12 @@ def _load_images(paths: list[str]) -> tuple[np.ndarray, dict[str, int]]:
 def write_hf_directory(model, tokenizer, recipe: DefaultRecipe, labels: list[str], out: Path):
     """Save as a standard Hugging Face ViLT directory that transformers loads as-is."""
     out.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = ["ViltForQuestionAnswering"]
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)
+    # save_pretrained records the exact subclass; name transformers' class so any
+    # transformers install loads the directory as a plain ViltForQuestionAnswering.
+    config = json.loads((out / "config.json").read_text())
+    config["architectures"] = ["ViltForQuestionAnswering"]
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save(str(out / "tokenizer.json"))
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     (out / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab))
@@ -175,7 +179,10 @@ def train_default(
     max_steps: int | None = None,
     eval_every_epochs: int = 0,
     progress: bool = True,
+    init_from: Path | None = None,
 ) -> dict:
+    """Train (or, with `init_from`, continue training a previous run's directory with a fresh
+    one-cycle schedule) and write a Hugging Face ViLT directory to `out_dir`."""
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import ViltConfig
@@ -189,7 +196,12 @@ def train_default(
 
     train = load_easy_vqa("train")
     test = load_easy_vqa("test")
-    tokenizer = train_tokenizer([e.question for e in train], recipe.vocab_size)
+    if init_from is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(Path(init_from) / "tokenizer.json"))
+    else:
+        tokenizer = train_tokenizer([e.question for e in train], recipe.vocab_size)
 
     train_pixels, train_index = _load_images([e.image_path for e in train])
     test_pixels, test_index = _load_images([e.image_path for e in test])
@@ -218,7 +230,10 @@ def train_default(
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    model = ExactViltForQuestionAnswering(config)
+    if init_from is not None:
+        model = ExactViltForQuestionAnswering.from_pretrained(init_from)
+    else:
+        model = ExactViltForQuestionAnswering(config)
     model.train()
 
     steps_per_epoch = len(train) // recipe.batch_size
@@ -329,9 +344,15 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=DefaultRecipe.epochs)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=0)
+    parser.add_argument("--peak-lr", type=float, default=DefaultRecipe.peak_lr)
+    parser.add_argument("--init-from", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     result = train_default(
-        args.out, DefaultRecipe(epochs=args.epochs), args.max_steps, args.eval_every
+        args.out,
+        DefaultRecipe(epochs=args.epochs, peak_lr=args.peak_lr),
+        args.max_steps,
+        args.eval_every,
+        init_from=args.init_from,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
