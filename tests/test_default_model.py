@@ -55,3 +55,29 @@ def test_ask_default_from_the_cli(default_bundle, monkeypatch):
     assert result.exit_code == 0, result.output
     answers = json.loads(result.stdout)["answers"]
     assert answers[0]["answer"] == example.answers[0]
+
+
+def test_default_directory_is_a_plain_transformers_vilt():
+    """The shipped directory loads with transformers alone, tokenizer included."""
+    import torch
+    from transformers import AutoTokenizer, ViltForQuestionAnswering
+
+    model = ViltForQuestionAnswering.from_pretrained(DEFAULT_WEIGHTS_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_WEIGHTS_DIR)
+    text = tokenizer(["what color is the shape?"], padding="max_length", return_tensors="pt")
+    assert text["input_ids"].shape == (1, model.config.max_position_embeddings)
+    pixel_values = torch.zeros(1, 3, 64, 64)
+    exact = load_model("default").model
+    with torch.no_grad():
+        expected = model(
+            input_ids=text["input_ids"],
+            attention_mask=text["attention_mask"],
+            pixel_values=pixel_values,
+            pixel_mask=torch.ones(1, 64, 64, dtype=torch.long),
+        ).logits
+        actual = exact(
+            input_ids=text["input_ids"],
+            attention_mask=text["attention_mask"],
+            pixel_values=pixel_values,
+        ).logits
+    assert float((actual - expected).abs().max()) <= 1e-5
