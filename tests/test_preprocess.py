@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image, ImageFile
 
 from vilt_edge.bundle import Preprocessing
 from vilt_edge.errors import InputError
 from vilt_edge.preprocess import load_image, output_size, preprocess_batch, preprocess_image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COCO_IMAGES = sorted((SHARED_DATA / "vqav2-mini" / "images").glob("*/*.jpg"))
 VILT = Preprocessing.for_shortest_edge(384, 32)
 EASY_VQA = Preprocessing.for_shortest_edge(64, 8)
@@ -73,6 +73,7 @@ def test_odd_sizes_match_transformers(width: int, height: int):
 
 def test_easy_vqa_image_matches_transformers():
     import easy_vqa  # part of the test install (the easyvqa extra): never skipped
+
     path = Path(next(iter(easy_vqa.get_test_image_paths().values())))
     with Image.open(path) as image:
         rgb = image.convert("RGB")

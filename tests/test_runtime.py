@@ -420,6 +420,19 @@ def reference_processor(runtime: ViltRuntime):
     )
 
 
+def reference_logits(model, input_ids, mask, pixel_values, pixel_mask):
+    """transformers' logits for the runtime's own token ids and the reference pixels."""
+    import torch
+
+    with torch.no_grad():
+        return model(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(mask),
+            pixel_values=pixel_values,
+            pixel_mask=pixel_mask,
+        ).logits[0]
+
+
 def test_exported_tiny_vqa_matches_transformers(tiny_vqa_bundle: Path, tiny_vqa_dir: Path):
     """End to end: image + question -> the same sigmoid scores as transformers' ViLT."""
     import torch
@@ -432,13 +445,7 @@ def test_exported_tiny_vqa_matches_transformers(tiny_vqa_bundle: Path, tiny_vqa_
         pixels = reference_processor(runtime)(image, return_tensors="pt")
         input_ids, mask = runtime.tokenizer.encode([question])
     model = ViltForQuestionAnswering.from_pretrained(tiny_vqa_dir).eval()
-    with torch.no_grad():
-        logits = model(
-            input_ids=torch.from_numpy(input_ids),
-            attention_mask=torch.from_numpy(mask),
-            pixel_values=pixels["pixel_values"],
-            pixel_mask=pixels["pixel_mask"],
-        ).logits[0]
+    logits = reference_logits(model, input_ids, mask, pixels["pixel_values"], pixels["pixel_mask"])
     labels = [model.config.id2label[i] for i in range(len(logits))]
     expected = dict(zip(labels, torch.sigmoid(logits).tolist(), strict=True))
     assert len(answers) == len(labels)
@@ -460,13 +467,9 @@ def test_exported_tiny_nlvr2_matches_transformers(tiny_nlvr2_bundle: Path, tiny_
         processed = reference_processor(runtime)([left, right], return_tensors="pt")
         input_ids, mask = runtime.tokenizer.encode([statement])
     model = ViltForImagesAndTextClassification.from_pretrained(tiny_nlvr2_dir).eval()
-    with torch.no_grad():
-        logits = model(
-            input_ids=torch.from_numpy(input_ids),
-            attention_mask=torch.from_numpy(mask),
-            pixel_values=processed["pixel_values"][None],
-            pixel_mask=processed["pixel_mask"][None],
-        ).logits[0]
+    logits = reference_logits(
+        model, input_ids, mask, processed["pixel_values"][None], processed["pixel_mask"][None]
+    )
     true = torch.softmax(logits, -1)[model.config.label2id["True"]].item()
     assert [a.answer for a in answers] == (["True", "False"] if true >= 0.5 else ["False", "True"])
     assert dict((a.answer, a.score) for a in answers)["True"] == pytest.approx(true, abs=1e-4)
