@@ -1,11 +1,26 @@
-"""Evaluation and training data in the layouts users have: easy-VQA (PyPI package `easy-vqa`).
+"""Evaluation and training data in the layouts users have: easy-VQA, VQA v2 and NLVR2.
+
+    from vilt_edge.datasets import load_easy_vqa, load_nlvr2, load_vqav2
+
+    examples = load_vqav2("data/vqav2", split="val2014")  # official file names and image folders
+    pairs = load_nlvr2("data/nlvr2/dev.json")             # NLVR2 jsonl, images found beside it
+    easy = load_easy_vqa("test")                           # PyPI package `easy-vqa`
 
 Torch-free: examples are plain records; image decoding happens in `vilt_edge.preprocess`.
+Input a user can get wrong (missing files, malformed JSON, unknown labels) raises `DataError`
+with one line that names the file and, where there is one, the field or line.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import glob
+import json
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from vilt_edge.errors import DataError
 
@@ -58,3 +73,384 @@ def easy_vqa_answers() -> list[str]:
     import easy_vqa
 
     return sorted(easy_vqa.get_answers())
+
+
+# ---------------------------------------------------------------------------------------------
+# VQA v2 (official layout: https://visualqa.org/download.html)
+
+_VQAV2_PATTERNS = {
+    "questions": "v2_OpenEnded_mscoco_{split}_questions*.json",
+    "annotations": "v2_mscoco_{split}_annotations*.json",
+}
+# Split names read off file names; the lazy group stops at the first "_questions" so names
+# with a hyphen ("test-dev2015") and suffixes (".mini.json") both work.
+_VQAV2_SPLIT_OF = {
+    "questions": re.compile(r"v2_OpenEnded_mscoco_(?P<split>.+?)_questions.*\.json"),
+    "annotations": re.compile(r"v2_mscoco_(?P<split>.+?)_annotations.*\.json"),
+}
+_MISSING_IDS_SHOWN = 5
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {path}: {error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+
+
+def _field(record: Any, name: str, where: str) -> Any:
+    if not isinstance(record, dict) or name not in record:
+        raise DataError(f"{where} has no {name!r} field")
+    return record[name]
+
+
+def _list_field(document: Any, name: str, path: Path) -> list:
+    value = _field(document, name, str(path))
+    if not isinstance(value, list):
+        raise DataError(f"{path}: {name!r} is not a list")
+    return value
+
+
+def _vqav2_file(directory: Path, split: str, kind: str) -> Path:
+    """The one questions or annotations file of `split` in `directory`."""
+    pattern = _VQAV2_PATTERNS[kind].format(split=split)
+    # Escaped so a split name is taken literally, not as a wildcard.
+    escaped = _VQAV2_PATTERNS[kind].format(split=glob.escape(split))
+    found = sorted(
+        path
+        for path in directory.iterdir()
+        if path.is_file() and fnmatch.fnmatchcase(path.name, escaped)
+    )
+    if not found:
+        raise DataError(
+            f"no VQAv2 {kind} file for split {split!r} in {directory} (looked for {pattern})"
+        )
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise DataError(
+            f"several VQAv2 {kind} files for split {split!r} in {directory} ({names}); "
+            f"pass {kind}= to choose one"
+        )
+    return found[0]
+
+
+def _vqav2_splits(directory: Path) -> list[str]:
+    splits = {
+        match["split"]
+        for path in directory.iterdir()
+        for pattern in _VQAV2_SPLIT_OF.values()
+        if (match := pattern.fullmatch(path.name))
+    }
+    if not splits:
+        raise DataError(
+            f"no VQAv2 questions file in {directory} "
+            f"(looked for {_VQAV2_PATTERNS['questions'].format(split='<split>')})"
+        )
+    return sorted(splits)
+
+
+def _vqav2_split_name(path: Path, document: Any) -> str:
+    subtype = document.get("data_subtype") if isinstance(document, dict) else None
+    if not isinstance(subtype, str) or not subtype:
+        raise DataError(f"{path} has no 'data_subtype' naming its split; pass split=")
+    return subtype
+
+
+def _load_vqav2_split(
+    split: str, questions_path: Path, annotations_path: Path, images: Path, documents: dict
+) -> list[VqaExample]:
+    questions_doc = documents.pop(questions_path, None) or _read_json(questions_path)
+    annotations_doc = documents.pop(annotations_path, None) or _read_json(annotations_path)
+    questions = _list_field(questions_doc, "questions", questions_path)
+    annotations = _list_field(annotations_doc, "annotations", annotations_path)
+    if not questions:
+        raise DataError(f"{questions_path}: 'questions' is empty")
+
+    by_question_id = {
+        _field(annotation, "question_id", f"{annotations_path}: annotations[{index}]"): annotation
+        for index, annotation in enumerate(annotations)
+    }
+    question_ids = [
+        _field(question, "question_id", f"{questions_path}: questions[{index}]")
+        for index, question in enumerate(questions)
+    ]
+    unanswered = [qid for qid in question_ids if qid not in by_question_id]
+    if unanswered:
+        shown = ", ".join(str(qid) for qid in unanswered[:_MISSING_IDS_SHOWN])
+        more = ", ..." if len(unanswered) > _MISSING_IDS_SHOWN else ""
+        raise DataError(
+            f"{len(unanswered)} question id(s) in {questions_path.name} have no annotation in "
+            f"{annotations_path} (first: {shown}{more})"
+        )
+    if not images.is_dir():
+        raise DataError(f"VQAv2 image folder for split {split!r} not found: {images}")
+
+    examples = []
+    checked_images: dict[Any, str] = {}
+    for index, (question, question_id) in enumerate(zip(questions, question_ids, strict=True)):
+        where = f"{questions_path}: questions[{index}]"
+        image_id = _field(question, "image_id", where)
+        if image_id not in checked_images:
+            if not isinstance(image_id, int):
+                raise DataError(f"{where}: 'image_id' is not an integer: {image_id!r}")
+            image_path = images / f"COCO_{split}_{image_id:012d}.jpg"
+            if not image_path.is_file():
+                raise DataError(f"VQAv2 image not found: {image_path} (question {question_id})")
+            checked_images[image_id] = os.path.abspath(image_path)
+        annotation = by_question_id[question_id]
+        answer_where = f"{annotations_path}: annotation of question {question_id}"
+        answers = _field(annotation, "answers", answer_where)
+        if not isinstance(answers, list):
+            raise DataError(f"{answer_where}: 'answers' is not a list")
+        examples.append(
+            VqaExample(
+                image_path=checked_images[image_id],
+                question=_field(question, "question", where),
+                answers=tuple(_field(answer, "answer", answer_where) for answer in answers),
+                question_id=str(question_id),
+                answer_type=annotation.get("answer_type", ""),
+            )
+        )
+    return examples
+
+
+def load_vqav2(
+    directory: str | os.PathLike | None = None,
+    *,
+    questions: str | os.PathLike | None = None,
+    annotations: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    split: str | None = None,
+) -> list[VqaExample]:
+    """VQA v2 questions with their ten human answers, in question-file order, split by split.
+
+    The official layout under `directory`::
+
+        v2_OpenEnded_mscoco_<split>_questions*.json   ("questions": image_id, question, ...)
+        v2_mscoco_<split>_annotations*.json           ("annotations": answers, answer_type, ...)
+        images/<split>/COCO_<split>_<12-digit image id>.jpg
+
+    `split` (e.g. "val2014") picks one split; None loads every split that has a questions or
+    annotations file, sorted by name, and each of them needs both. `questions=` and
+    `annotations=` name the files of one split directly (the other one, if not given, is found
+    in `directory` or else beside the given file); the split is then `split` or the files'
+    `data_subtype`. `images=` is the folder that holds the `COCO_<split>_*.jpg` files, for every
+    split loaded. Each example's `answers` are the annotation's `answers[*].answer`,
+    `question_id` is the official id as a string and `answer_type` is "yes/no", "number" or
+    "other". Every image is checked to exist.
+    """
+    root = Path(directory) if directory is not None else None
+    if root is not None and not root.is_dir():
+        raise DataError(f"VQAv2 directory not found: {root}")
+    documents: dict[Path, Any] = {}
+    if questions is None and annotations is None:
+        if root is None:
+            raise DataError("load_vqav2 needs a directory or questions= and annotations= files")
+        splits = [split] if split is not None else _vqav2_splits(root)
+        sources = [
+            (name, _vqav2_file(root, name, "questions"), _vqav2_file(root, name, "annotations"))
+            for name in splits
+        ]
+    else:
+        questions_path = Path(questions) if questions is not None else None
+        annotations_path = Path(annotations) if annotations is not None else None
+        for path, kind in ((questions_path, "questions"), (annotations_path, "annotations")):
+            if path is not None and not path.is_file():
+                raise DataError(f"VQAv2 {kind} file not found: {path}")
+        given = questions_path or annotations_path
+        base = root or given.parent
+        if split is None:
+            # Kept so the file that names the split is not parsed twice (the official
+            # annotation files are hundreds of megabytes).
+            documents[given] = _read_json(given)
+            split = _vqav2_split_name(given, documents[given])
+        sources = [
+            (
+                split,
+                questions_path or _vqav2_file(base, split, "questions"),
+                annotations_path or _vqav2_file(base, split, "annotations"),
+            )
+        ]
+    examples: list[VqaExample] = []
+    for name, questions_path, annotations_path in sources:
+        image_root = root or questions_path.parent
+        image_folder = Path(images) if images is not None else image_root / "images" / name
+        examples += _load_vqav2_split(
+            name, questions_path, annotations_path, image_folder, documents
+        )
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------
+# NLVR2 (https://github.com/lil-lab/nlvr/tree/master/nlvr2)
+
+
+class Nlvr2Identifier(NamedTuple):
+    split: str  # "train", "dev", "test1", ...
+    set_id: str  # the eight-image set the sentence was written for
+    pair_id: str  # which image pair of the set
+    sentence_id: str  # which of the (up to two) sentences written for the set
+
+
+_NLVR2_IDENTIFIER = re.compile(r"([A-Za-z0-9]+)-(\d+)-(\d+)-(\d+)")
+
+
+def parse_nlvr2_identifier(identifier: str) -> Nlvr2Identifier:
+    """Split an NLVR2 identifier ``split-setId-pairId-sentenceId`` (e.g. ``dev-850-0-0``)."""
+    match = _NLVR2_IDENTIFIER.fullmatch(identifier) if isinstance(identifier, str) else None
+    if match is None:
+        raise DataError(
+            f"NLVR2 identifier {identifier!r} is not split-setId-pairId-sentenceId "
+            "(e.g. 'dev-850-0-0')"
+        )
+    return Nlvr2Identifier(*match.groups())
+
+
+@dataclass(frozen=True)
+class NlvrExample:
+    identifier: str  # split-setId-pairId-sentenceId
+    sentence: str
+    left_image: str  # absolute paths
+    right_image: str
+    label: bool | None  # None for unlabeled data
+
+
+class _Nlvr2ImageFinder:
+    """Finds official NLVR2 image files (`<split>-<setId>-<pairId>-img0.png`) by name.
+
+    Looks beside the jsonl, in images/, images/<split>/ and <split>/, then anywhere below
+    images/, which covers the official release (train images sit in numbered subfolders).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._below_images: dict[str, Path] | None = None
+
+    def places(self, split: str) -> str:
+        return f"{self.folder}, images/, images/{split}/, {split}/ or below images/"
+
+    def find(self, name: str, split: str) -> Path | None:
+        for directory in (
+            self.folder,
+            self.folder / "images",
+            self.folder / "images" / split,
+            self.folder / split,
+        ):
+            if (directory / name).is_file():
+                return directory / name
+        if self._below_images is None:
+            # Walked once per load, and only when a direct look-up misses.
+            below = self.folder / "images"
+            self._below_images = {}
+            if below.is_dir():
+                for path in sorted(below.rglob("*")):
+                    if path.is_file():
+                        self._below_images.setdefault(path.name, path)
+        return self._below_images.get(name)
+
+
+def _nlvr2_file(directory: Path) -> Path:
+    if (directory / "examples.jsonl").is_file():
+        return directory / "examples.jsonl"
+    found = sorted(path for path in directory.glob("*.jsonl") if path.is_file())
+    if not found:
+        raise DataError(
+            f"no NLVR2 *.jsonl file in {directory} (official files such as dev.json: pass the "
+            "file itself)"
+        )
+    if len(found) > 1:
+        names = ", ".join(path.name for path in found)
+        raise DataError(f"several *.jsonl files in {directory} ({names}); pass the one to load")
+    return found[0]
+
+
+def _nlvr2_label(raw: Any, identifier: str, where: str) -> bool | None:
+    if raw is None or isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    raise DataError(f"{where}: label of {identifier!r} is {raw!r}, not 'True' or 'False'")
+
+
+def load_nlvr2(path: str | os.PathLike) -> list[NlvrExample]:
+    """NLVR2 examples from a jsonl file (one JSON object per line), in file order.
+
+    `path` is the file, or a directory holding `examples.jsonl` or exactly one `*.jsonl`. Each
+    line needs `identifier` and `sentence`; `label` is "True" / "False" in any case (JSON
+    true/false too), and a line without it is unlabeled (label None). The image pair is
+    `left_image` / `right_image`, relative to the file's folder, where the line names them;
+    otherwise (the official release, whose lines carry only URLs) it is the official file pair
+    ``<split>-<setId>-<pairId>-img0.png`` / ``-img1.png``, looked up beside the file, in
+    images/, images/<split>/, <split>/ and then anywhere below images/. Image paths are
+    returned absolute, and every image is checked to exist.
+    """
+    source = Path(path)
+    if source.is_dir():
+        source = _nlvr2_file(source)
+    elif not source.is_file():
+        raise DataError(f"NLVR2 data not found: {source}")
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {source}: {error}") from None
+    folder = Path(os.path.abspath(source.parent))
+    finder = _Nlvr2ImageFinder(folder)
+
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+        identifier = _field(record, "identifier", where)
+        sentence = _field(record, "sentence", where)
+        if not isinstance(identifier, str) or not isinstance(sentence, str):
+            raise DataError(f"{where}: 'identifier' and 'sentence' must be strings")
+        label = _nlvr2_label(record.get("label"), identifier, where)
+
+        if "left_image" in record or "right_image" in record:
+            pair = []
+            for side in ("left_image", "right_image"):
+                name = _field(record, side, f"{where} ({identifier})")
+                if not isinstance(name, str):
+                    raise DataError(f"{where}: {side} of {identifier!r} is not a path: {name!r}")
+                image = folder / name
+                if not image.is_file():
+                    raise DataError(f"{where}: {side} of {identifier!r} not found: {image}")
+                pair.append(image)
+        else:
+            parts = parse_nlvr2_identifier(identifier)
+            stem = f"{parts.split}-{parts.set_id}-{parts.pair_id}"
+            pair = []
+            for suffix in ("img0", "img1"):
+                name = f"{stem}-{suffix}.png"
+                image = finder.find(name, parts.split)
+                if image is None:
+                    raise DataError(
+                        f"{where}: image {name} of {identifier!r} not found "
+                        f"(looked in {finder.places(parts.split)})"
+                    )
+                pair.append(image)
+        examples.append(
+            NlvrExample(
+                identifier=identifier,
+                sentence=sentence,
+                left_image=os.path.abspath(pair[0]),
+                right_image=os.path.abspath(pair[1]),
+                label=label,
+            )
+        )
+    if not examples:
+        raise DataError(f"{source} has no NLVR2 examples")
+    return examples
