@@ -154,8 +154,25 @@ class ViltRuntime:
         Examples are grouped by preprocessed image size, since the model takes same-size images
         only, and run at most `batch_size` at a time.
         """
-        started = time.perf_counter()
         top_k = _positive_int(top_k, "top_k")
+        logits = self.logits_batch(images, questions, batch_size=batch_size)
+        started = time.perf_counter()
+        answers = [self._answers(row, top_k) for row in logits]
+        self.last_latency_ms["total"] += (time.perf_counter() - started) * 1000
+        return answers
+
+    def logits_batch(
+        self,
+        images: Sequence[ImageSource | Sequence[ImageSource]],
+        questions: Sequence[str],
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """The model's raw logits, one row per example (float64, shape [n, labels]).
+
+        What `ask_batch` scores; validation compares these between bundles (agreement, cosine,
+        max-abs difference). Sets `last_latency_ms` like `ask_batch`.
+        """
+        started = time.perf_counter()
         batch_size = _positive_int(batch_size, "batch_size")
         if isinstance(questions, str):
             raise InputError("ask_batch takes a list of questions; use ask for a single one")
@@ -172,23 +189,40 @@ class ViltRuntime:
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, array in enumerate(pixels):
             by_size[array.shape].append(index)
-        answers: list[list[Answer]] = [[] for _ in images]
+        logits = np.zeros((len(images), len(self.bundle.labels)), dtype=np.float64)
         model_ms = 0.0
         for indices in by_size.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                logits = self._run(
+                logits[chunk] = self._run(
                     input_ids[chunk], attention_mask[chunk], np.stack([pixels[i] for i in chunk])
                 )
                 model_ms += self.runner.last_inference_time_ms or 0.0
-                for index, row in zip(chunk, logits, strict=True):
-                    answers[index] = self._answers(row, top_k)
         self.last_latency_ms = {
             "preprocess": preprocess_ms,
             "model": model_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
-        return answers
+        return logits
+
+    def feeds(
+        self, images: Sequence[ImageSource | Sequence[ImageSource]], questions: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """The model inputs for same-size examples, preprocessed and tokenized as `ask` does
+        (`input_ids`, `attention_mask`, `pixel_values`): what calibration feeds the model."""
+        input_ids, attention_mask = self.tokenizer.encode(list(questions))
+        pixels = [self._pixels(image) for image in images]
+        if len({array.shape for array in pixels}) > 1:
+            raise InputError("feeds takes images of one preprocessed size; group them first")
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": np.stack(pixels),
+        }
+
+    def predict_index(self, logits: np.ndarray) -> np.ndarray:
+        """Top-1 label index per row of `logits` (the answer `ask` would rank first)."""
+        return np.argmax(logits, axis=-1)
 
     def _pixels(self, image: ImageSource | Sequence[ImageSource]) -> np.ndarray:
         settings = self.bundle.preprocessing
