@@ -12,7 +12,7 @@ from vilt_edge.cli import app
 from vilt_edge.default_model import DEFAULT_WEIGHTS_DIR, default_bundle_path
 from vilt_edge.loading import load_model
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import load_data_spec, validate
+from vilt_edge.validate import load_data, validate
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,17 @@ def test_default_ships_small_and_loads():
 
 
 def test_default_reaches_95_percent_on_full_easy_vqa_test(default_bundle):
-    name, examples = load_data_spec("easy-vqa:test")
-    assert len(examples) == 9673
-    result = validate(ViltRuntime.load(default_bundle), examples, name, batch_size=64)
-    print(json.dumps(result.to_json()))
+    data = load_data("easy-vqa:test")
+    assert len(data) == 9673
+    result = validate(ViltRuntime.load(default_bundle), data, batch_size=64, warmup=0)
+    print(json.dumps({"accuracy": result.accuracy, "by_type": result.accuracy_by_type}))
     assert result.n == 9673
     assert result.accuracy >= 0.95
 
 
 def test_ask_default_from_the_cli(default_bundle, monkeypatch):
     monkeypatch.setenv("VILT_EDGE_CACHE", str(default_bundle.parent))
-    _, examples = load_data_spec("easy-vqa:test")
+    examples = load_data("easy-vqa:test").examples
     example = next(e for e in examples if e.answer_type == "color")
     result = CliRunner().invoke(
         app, ["ask", "default", "--image", example.image_path, "-q", example.question, "--json"]

@@ -112,73 +112,219 @@ def ask(
     )
 
 
+def _load_runtime(bundle: str, threads: int | None):
+    from vilt_edge.runtime import ViltRuntime
+
+    if threads is not None and threads < 1:
+        _fail("--threads must be at least 1", 2)
+    return ViltRuntime.load(bundle, threads=threads)
+
+
+def _progress(label: str, disable: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        f"[bold]{label}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=disable,
+    )
+
+
+def _summarize_warnings(caught) -> None:
+    """One line per kind of warning, with a count, instead of one per example."""
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    for warning in caught:
+        kind = warning.category.__name__
+        counts[kind] = counts.get(kind, 0) + 1
+        first.setdefault(kind, str(warning.message))
+    for kind, count in counts.items():
+        more = f" (and {count - 1} more like it)" if count > 1 else ""
+        typer.echo(f"warning: {first[kind]}{more}", err=True)
+
+
+def _ms(latency: dict[str, float] | None) -> str:
+    if not latency:
+        return "-"
+    return f"{latency['p50']:.2f} / {latency['p90']:.2f} / {latency['p99']:.2f}"
+
+
 @app.command()
 @_user_errors
 def validate(
     bundle: Annotated[str, typer.Argument(help="Bundle directory, or 'default'.")],
-    data: Annotated[str, typer.Option(help="Data spec: easy-vqa[:test|train].")] = "easy-vqa:test",
+    data: Annotated[
+        str, typer.Option(help="vqav2:DIR, nlvr2:PATH or easy-vqa[:test|train].")
+    ] = "easy-vqa:test",
+    questions: Annotated[
+        Path | None, typer.Option(help="VQAv2 questions JSON (with --data vqav2).")
+    ] = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="VQAv2 annotations JSON (with --data vqav2).")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="VQAv2 image folder (with --data vqav2).")
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Bundle to measure drift against; default: the FP32 source named in the "
+            "manifest; 'none' for no reference."
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples.")] = None,
-    show: Annotated[
-        int, typer.Option(help="Also answer N examples one by one and print them.")
-    ] = 0,
-    batch_size: Annotated[int, typer.Option(help="Examples per model call.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Examples per model call.")] = 1,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up batches.")] = 5,
+    name: Annotated[str | None, typer.Option(help="Variant name in results and reports.")] = None,
+    show: Annotated[int, typer.Option(help="Also print the first N examples' answers.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the full results (for `vilt-edge report`).")
+    ] = None,
 ) -> None:
-    """Measure a bundle's accuracy on a data set (latency measured in the same run)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-    from rich.table import Table
-
-    from vilt_edge.runtime import ViltRuntime
-    from vilt_edge.validate import load_data_spec
+    """Accuracy on a data set, drift against the FP32 reference, and latency, in one run."""
+    from vilt_edge.results import describe_machine, write_results
+    from vilt_edge.validate import check_inputs, load_data, reference_from_manifest, summary_json
     from vilt_edge.validate import validate as run_validation
 
     if limit is not None and limit < 1:
         _fail("--limit must be at least 1", 2)
     if batch_size < 1:
         _fail("--batch-size must be at least 1", 2)
-    name, examples = load_data_spec(data)
-    examples = examples[:limit] if limit else examples
-    runtime = ViltRuntime.load(bundle, threads=threads)
-    console = Console()
-    if show and not as_json:
-        table = Table("question", "answer", "score", "truth", "ms", title=f"{bundle} on {name}")
-        for example in examples[:show]:
-            top = runtime.ask(example.image_path, example.question, top_k=1)[0]
-            mark = "" if top.answer == example.answers[0] else " [red]x[/red]"
-            table.add_row(
-                example.question,
-                top.answer + mark,
-                f"{top.score:.3f}",
-                example.answers[0],
-                f"{runtime.last_latency_ms['total']:.1f}",
+    if warmup < 0:
+        _fail("--warmup must not be negative", 2)
+    if out is not None and out.is_dir():
+        _fail(f"--out {out} is a folder; give a file name, e.g. {out}/results.json", 2)
+    dataset = load_data(data, questions=questions, annotations=annotations, images=images)
+    dataset = dataset.limited(limit)
+    runtime = _load_runtime(bundle, threads)
+    reference_runtime = None
+    if reference is None:
+        reference = reference_from_manifest(runtime)
+        if reference is not None and not Path(reference).is_dir():
+            typer.echo(
+                f"warning: the reference {reference} named in the manifest is not there; "
+                "validating without one (pass --reference BUNDLE)",
+                err=True,
             )
-        console.print(table)
-    with Progress(
-        "[bold]validate",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=as_json,
-    ) as progress:
-        task = progress.add_task("validate", total=len(examples))
-        result = run_validation(
+            reference = None
+    if reference is not None and reference.lower() != "none":
+        reference_runtime = _load_runtime(reference, threads)
+    check_inputs(runtime, dataset, reference_runtime)
+    total = len(dataset) * (2 if reference_runtime is not None else 1)
+    with _progress("validate", as_json) as progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task = progress.add_task("validate", total=total)
+        results = run_validation(
             runtime,
-            examples,
-            name,
+            dataset,
+            reference=reference_runtime,
             batch_size=batch_size,
+            warmup=warmup,
+            name=name,
             on_progress=lambda n: progress.advance(task, n),
         )
+    _summarize_warnings(caught)
+    if out is not None:
+        write_results(results, out)
     if as_json:
-        typer.echo(json.dumps(result.to_json()))
+        typer.echo(json.dumps(summary_json(results)))
         return
-    by_type = ", ".join(f"{k} {v:.2%}" for k, v in result.accuracy_by_type.items())
-    console.print(
-        f"{name}: accuracy {result.accuracy:.2%} on {result.n} questions ({by_type}); "
-        f"{result.per_example_ms:.2f} ms per question end to end at batch {batch_size}"
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if show:
+        labels = [p["answer"] for p in results.predictions[:show]]
+        table = Table("question", "answer", "truth", title=f"first {show} of {dataset.name}")
+        for example, answer in zip(dataset.examples[:show], labels, strict=False):
+            if dataset.task == "nlvr2":
+                truth, question = str(example.label), example.sentence
+            else:
+                truth, question = example.answers[0], example.question
+            table.add_row(question, answer, truth)
+        console.print(table)
+    table = Table("measure", "value", title=f"{results.name} on {results.data} (n={results.n})")
+    table.add_row("accuracy", f"{results.accuracy:.2%}")
+    for group, value in results.accuracy_by_type.items():
+        table.add_row(f"  {group}", f"{value:.2%}")
+    if results.consistency is not None:
+        table.add_row("consistency", f"{results.consistency:.2%}")
+    if results.reference is not None:
+        table.add_row("reference accuracy", f"{results.reference['accuracy']:.2%}")
+        table.add_row("accuracy delta (points)", f"{results.accuracy_delta:+.2f}")
+        table.add_row("top-1 agreement", f"{results.agreement:.2%}")
+        table.add_row("mean logit cosine", f"{results.logit_cosine:.6f}")
+        table.add_row("max-abs logit diff", f"{results.max_abs_logit_diff:.4g}")
+    table.add_row(f"model ms p50/p90/p99 (batch {batch_size})", _ms(results.latency_ms))
+    table.add_row("end-to-end ms p50/p90/p99", _ms(results.e2e_latency_ms))
+    table.add_row("throughput (examples/s)", f"{results.throughput:.1f}")
+    table.add_row("peak RSS (MB)", f"{results.peak_rss_mb:.0f}")
+    table.add_row("threads", str(results.threads))
+    table.add_row("machine", describe_machine(results.machine))
+    console.print(table)
+    if out is not None:
+        typer.echo(f"wrote {out}", err=True)
+
+
+@app.command()
+@_user_errors
+def bench(
+    bundle: Annotated[str, typer.Argument(help="Bundle directory, or 'default'.")],
+    image_size: Annotated[
+        str | None, typer.Option(help="HEIGHTxWIDTH; default: the bundle's square size.")
+    ] = None,
+    text_len: Annotated[
+        int | None, typer.Option(help="Question tokens; default: the bundle's text length.")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Examples per call.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs after 5 warm-up runs.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Model latency on synthetic inputs of one shape (p50/p90/p99, throughput)."""
+    from vilt_edge.bench import bench as run_bench
+    from vilt_edge.bench import parse_image_size
+    from vilt_edge.results import describe_machine
+
+    size = parse_image_size(image_size) if image_size is not None else None
+    runtime = _load_runtime(bundle, threads)
+    with _status(f"benchmarking {bundle}"):
+        figures = run_bench(runtime, image_size=size, text_len=text_len, batch=batch, runs=runs)
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    latency = figures["latency_ms"]
+    typer.echo(
+        f"{figures['bundle']} ({figures['precision']}, {figures['runtime']}, "
+        f"{figures['threads']} threads) at {figures['image_size']}, {figures['text_len']} tokens, "
+        f"batch {figures['batch']}: p50 {latency['p50']:.2f} ms, p90 {latency['p90']:.2f} ms, "
+        f"p99 {latency['p99']:.2f} ms, {figures['throughput']:.1f} examples/s "
+        f"({figures['runs']} runs; {describe_machine(figures['machine'])})"
     )
+
+
+@app.command()
+@_user_errors
+def report(
+    results: Annotated[
+        list[Path], typer.Argument(help="Results files from `vilt-edge validate --out`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
+) -> None:
+    """Accuracy-versus-latency report (PNG plot, Markdown, self-contained HTML)."""
+    try:
+        from vilt_edge.report import write_report
+    except ImportError as error:
+        _fail(f"report needs the report extra: pip install 'vilt-edge[report]' ({error.name})")
+    paths = write_report(results, out)
+    typer.echo(paths.markdown.read_text(encoding="utf-8"))
+    typer.echo(f"wrote {paths.html}, {paths.markdown} and {paths.png}", err=True)
 
 
 @app.command("train-default")

@@ -70,6 +70,10 @@ class QuestionTokenizer:
             raise BundleError(f"{path}: not a usable tokenizer ({reason})") from None
         return cls(tokenizer, max_length)
 
+    @property
+    def vocab_size(self) -> int:
+        return self._fixed.get_vocab_size()
+
     def encode(self, questions: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """`encode(["is it red?"])` -> (input_ids, attention_mask), both int64 (B, max_length).
 

@@ -1,106 +1,354 @@
-"""Accuracy of a bundle on a data set, with latency measured in the same run (torch-free).
+"""Accuracy of a bundle on a data set, drift against a reference, and latency in the same run.
 
-    vilt-edge validate BUNDLE --data easy-vqa:test [--limit N] [--show 10]
+    from vilt_edge.validate import load_data, validate
+    from vilt_edge.runtime import ViltRuntime
 
-Data specs: `easy-vqa[:test|train]`. Each example is answered through the public runtime
-(`ViltRuntime.ask_batch`), so the figures include preprocessing and tokenization exactly as an
-app would run them.
+    data = load_data("vqav2:../shared/data/vqav2-mini")   # or nlvr2:PATH, easy-vqa[:test|train]
+    results = validate(ViltRuntime.load("out/int8"), data, reference=ViltRuntime.load("out/fp32"))
+    results.accuracy, results.accuracy_delta, results.latency_ms["p50"]
+
+Torch-free. Every example goes through the public runtime (`ViltRuntime.logits_batch`), so the
+end-to-end figures include image decoding, preprocessing and tokenization exactly as an app runs
+them; model-only latency is the runner's own timing of the session call.
+
+Scores: VQAv2 uses the official VQA accuracy (`vilt_edge.metrics.vqa_score`, ten human answers);
+easy-VQA has one answer per question, so it is exact match; NLVR2 is accuracy of True/False, and
+consistency over sentences that share an image set.
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vilt_edge.datasets import VqaExample, load_easy_vqa
-from vilt_edge.errors import DataError
+from vilt_edge.datasets import (
+    NlvrExample,
+    VqaExample,
+    load_easy_vqa,
+    load_nlvr2,
+    load_vqav2,
+)
+from vilt_edge.errors import DataError, InputError
+from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
+from vilt_edge.results import Results, machine_description
+
+DATA_SPECS = "vqav2:DIR, nlvr2:PATH or easy-vqa[:test|train]"
 
 
-def load_data_spec(spec: str) -> tuple[str, list[VqaExample]]:
-    """Parse a data spec into (name, examples)."""
-    kind, _, argument = spec.partition(":")
+@dataclass(frozen=True)
+class DataSet:
+    """Examples of one task, and the spec that names them in results and reports."""
+
+    name: str  # e.g. "easy-vqa:test", "vqav2:/data/vqav2-mini"
+    kind: str  # easy-vqa | vqav2 | nlvr2: decides how answers are scored
+    task: str  # vqa | nlvr2: which bundles can answer them
+    examples: list[VqaExample] | list[NlvrExample]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def inputs(self, start: int = 0, stop: int | None = None) -> tuple[list, list[str]]:
+        """(images, questions) for `ViltRuntime.logits_batch`: a path, or a (left, right) pair."""
+        chunk = self.examples[start:stop]
+        if self.task == "nlvr2":
+            return [(e.left_image, e.right_image) for e in chunk], [e.sentence for e in chunk]
+        return [e.image_path for e in chunk], [e.question for e in chunk]
+
+    def limited(self, limit: int | None) -> DataSet:
+        if limit is None:
+            return self
+        if limit < 1:
+            raise InputError("--limit must be at least 1")
+        return DataSet(self.name, self.kind, self.task, self.examples[:limit])
+
+
+def load_data(
+    spec: str,
+    *,
+    questions: str | os.PathLike | None = None,
+    annotations: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+) -> DataSet:
+    """`load_data("vqav2:data/vqav2")`, `load_data("nlvr2:dev.json")`, `load_data("easy-vqa")`.
+
+    For VQAv2 in another layout, `load_data("vqav2", questions=..., annotations=...,
+    images=...)` names the files (a directory given in the spec fills in what is not named).
+    """
+    kind, colon, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    explicit = any(x is not None for x in (questions, annotations, images))
+    if explicit and kind != "vqav2":
+        raise InputError("--questions, --annotations and --images go with --data vqav2[:DIR]")
     if kind == "easy-vqa":
         split = argument or "test"
-        return f"easy-vqa:{split}", load_easy_vqa(split)
-    raise DataError(f"unknown data spec {spec!r} (supported: easy-vqa[:test|train])")
+        if split not in ("test", "train"):
+            raise InputError(f"easy-vqa has the splits test and train, not {split!r}")
+        return DataSet(f"easy-vqa:{split}", "easy-vqa", "vqa", load_easy_vqa(split))
+    if kind == "vqav2":
+        if not argument and not explicit:
+            raise InputError("vqav2 needs a directory (vqav2:DIR) or --questions/--annotations")
+        examples = load_vqav2(
+            argument or None, questions=questions, annotations=annotations, images=images
+        )
+        name = f"vqav2:{argument}" if argument else f"vqav2:{questions}"
+        return DataSet(name, "vqav2", "vqa", examples)
+    if kind == "nlvr2":
+        if not argument:
+            raise InputError("nlvr2 needs a path: nlvr2:PATH (a .jsonl file or its folder)")
+        return DataSet(f"nlvr2:{argument}", "nlvr2", "nlvr2", load_nlvr2(argument))
+    shown = spec if colon or len(spec) < 60 else spec[:57] + "..."
+    raise InputError(f"unknown data spec {shown!r}; use {DATA_SPECS}")
 
 
-@dataclass
-class ValidationResult:
-    data: str
-    n: int
-    accuracy: float  # 0-1, top-1 answer equals the (first) human answer
-    accuracy_by_type: dict[str, float]
-    batch_latency_ms: dict[str, float]  # per batch of `batch_size`, end to end
-    per_example_ms: float  # end-to-end wall time / n
-    batch_size: int
-    predictions: list[dict] = field(default_factory=list)
+def check_task(data: DataSet, task: str, what: str = "this bundle") -> None:
+    if data.task != task:
+        raise DataError(f"{data.name} is {data.task.upper()} data, but {what} is a {task} model")
 
-    def to_json(self) -> dict:
+
+def check_labeled(data: DataSet) -> None:
+    """Validation scores answers, so every example needs its ground truth."""
+    if data.task == "nlvr2":
+        missing = [e.identifier for e in data.examples if e.label is None]
+    else:
+        missing = [e.question_id or e.question for e in data.examples if not e.answers]
+    if missing:
+        raise DataError(
+            f"{data.name}: {len(missing)} of {len(data)} examples have no label "
+            f"(first: {missing[0]}); validation needs labeled data"
+        )
+
+
+def score(data: DataSet, labels: Sequence[str], predicted: np.ndarray) -> dict[str, Any]:
+    """Per-example scores of top-1 label indices: accuracy, per type, consistency (NLVR2)."""
+    examples = data.examples
+    answers = [labels[int(i)] for i in predicted]
+    if data.task == "nlvr2":
+        truth = [bool(e.label) for e in examples]
+        says_true = [a.lower() == "true" for a in answers]
+        correct = [s == t for s, t in zip(says_true, truth, strict=True)]
+        scores = [float(c) for c in correct]
         return {
-            "data": self.data,
-            "n": self.n,
-            "accuracy": self.accuracy,
-            "accuracy_by_type": self.accuracy_by_type,
-            "batch_size": self.batch_size,
-            "batch_latency_ms": self.batch_latency_ms,
-            "per_example_ms": self.per_example_ms,
+            "answers": answers,
+            "scores": scores,
+            "accuracy": float(np.mean(scores)),
+            "by_type": {},
+            "consistency": nlvr2_consistency([e.identifier for e in examples], correct),
         }
+    if data.kind == "vqav2":
+        scores = [vqa_score(a, e.answers) for a, e in zip(answers, examples, strict=True)]
+    else:
+        scores = [float(a == e.answers[0]) for a, e in zip(answers, examples, strict=True)]
+    groups = [e.answer_type or "all" for e in examples]
+    by_type = accuracy_by_group(scores, groups) if any(e.answer_type for e in examples) else {}
+    return {
+        "answers": answers,
+        "scores": scores,
+        "accuracy": float(np.mean(scores)),
+        "by_type": by_type,
+        "consistency": None,
+    }
+
+
+def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(values_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def run_logits(
+    runtime,
+    data: DataSet,
+    batch_size: int = 1,
+    warmup: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, list[float], list[float], float]:
+    """(logits [n, labels], model ms per batch, end-to-end ms per batch, total seconds)."""
+    for start in range(0, min(warmup * batch_size, len(data)), batch_size):
+        runtime.logits_batch(*data.inputs(start, start + batch_size), batch_size=batch_size)
+    logits = np.zeros((len(data), len(runtime.labels)), dtype=np.float64)
+    model_ms: list[float] = []
+    e2e_ms: list[float] = []
+    started = time.perf_counter()
+    for start in range(0, len(data), batch_size):
+        stop = min(start + batch_size, len(data))
+        logits[start:stop] = runtime.logits_batch(*data.inputs(start, stop), batch_size=batch_size)
+        model_ms.append(runtime.last_latency_ms["model"])
+        e2e_ms.append(runtime.last_latency_ms["total"])
+        if on_progress is not None:
+            on_progress(stop - start)
+    return logits, model_ms, e2e_ms, time.perf_counter() - started
+
+
+def drift(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement, mean per-example cosine and max-abs difference of two logit sets."""
+    agreement = float(np.mean(logits.argmax(-1) == reference.argmax(-1)))
+    norms = np.linalg.norm(logits, axis=1) * np.linalg.norm(reference, axis=1)
+    dots = np.sum(logits * reference, axis=1)
+    # Two all-zero rows point the same way; one zero row has no direction (cosine 0).
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
+    both_zero = (np.linalg.norm(logits, axis=1) == 0) & (np.linalg.norm(reference, axis=1) == 0)
+    cosine = np.where(both_zero, 1.0, cosine)
+    return {
+        "agreement": agreement,
+        "logit_cosine": round(float(np.mean(cosine)), 8),
+        "max_abs_logit_diff": float(np.max(np.abs(logits - reference))),
+    }
+
+
+def bundle_size_mb(runtime) -> float:
+    files = runtime.bundle.manifest.files
+    return round(sum((runtime.bundle.path / name).stat().st_size for name in files) / 1e6, 3)
+
+
+def variant_of(runtime, name: str | None = None) -> dict[str, Any]:
+    """The results file's description of what ran: name, bundle, model, precision, ..."""
+    manifest = runtime.bundle.manifest
+    quantize = manifest.extra.get("quantize", {})
+    mode = quantize.get("mode") if manifest.precision == "int8" else None
+    if name is None:
+        name = " ".join(filter(None, [Path(runtime.bundle.path).name, manifest.precision, mode]))
+    return {
+        "name": name,
+        "bundle": str(runtime.bundle.path),
+        "model": str(manifest.source.get("model", "unknown")),
+        "precision": manifest.precision,
+        "mode": mode,
+        "runtime": manifest.runtime,
+        "size_mb": bundle_size_mb(runtime),
+    }
+
+
+def check_inputs(runtime, data: DataSet, reference=None) -> None:
+    """Everything `validate` refuses, checked before any example runs."""
+    if len(data) == 0:
+        raise DataError(f"{data.name}: no examples")
+    check_task(data, runtime.task)
+    check_labeled(data)
+    if reference is not None:
+        check_task(data, reference.task, "the reference")
+        if tuple(reference.labels) != tuple(runtime.labels):
+            raise DataError(
+                f"the reference {reference.bundle.path} has other answer labels than "
+                f"{runtime.bundle.path}; compare bundles of the same model"
+            )
 
 
 def validate(
     runtime,
-    examples: list[VqaExample],
-    data_name: str,
-    batch_size: int = 32,
+    data: DataSet,
+    *,
+    reference=None,
+    batch_size: int = 1,
+    warmup: int = 5,
+    name: str | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> ValidationResult:
-    if not examples:
-        raise DataError(f"{data_name}: no examples")
-    if runtime.task != "vqa":
-        raise DataError(f"{data_name} is a VQA data set; this bundle's task is {runtime.task}")
-    correct_by_type: dict[str, list[bool]] = defaultdict(list)
+    keep_predictions: bool = True,
+) -> Results:
+    """Score `runtime` on `data`, time it, and compare it with `reference` (another runtime).
+
+    The bundle under test runs first, alone, so its latency and peak RSS are not disturbed by
+    the reference (which runs afterwards at a larger batch, untimed). `on_progress` is called
+    with the number of examples done, for the bundle and then for the reference.
+    """
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    check_inputs(runtime, data, reference)
+    logits, model_ms, e2e_ms, seconds = run_logits(
+        runtime, data, batch_size=batch_size, warmup=warmup, on_progress=on_progress
+    )
+    rss = peak_rss_mb()
+    scored = score(data, runtime.labels, logits.argmax(-1))
+    fields: dict[str, Any] = {}
+    if reference is not None:
+        reference_logits, *_ = run_logits(reference, data, batch_size=32, on_progress=on_progress)
+        reference_scored = score(data, reference.labels, reference_logits.argmax(-1))
+        fields = {
+            "reference": {
+                "bundle": str(reference.bundle.path),
+                "precision": reference.bundle.manifest.precision,
+                "accuracy": reference_scored["accuracy"],
+            },
+            "accuracy_delta": round(100 * (scored["accuracy"] - reference_scored["accuracy"]), 4),
+            **drift(logits, reference_logits),
+        }
     predictions = []
-    batch_ms = []
-    started = time.perf_counter()
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        answers = runtime.ask_batch(
-            [e.image_path for e in chunk], [e.question for e in chunk], top_k=1
-        )
-        batch_ms.append(runtime.last_latency_ms["total"])
-        for example, top in zip(chunk, answers, strict=True):
-            predicted = top[0].answer
-            correct = predicted == example.answers[0]
-            correct_by_type[example.answer_type or "all"].append(correct)
+    if keep_predictions:
+        for index, example in enumerate(data.examples):
+            ident = example.identifier if data.task == "nlvr2" else example.question_id
             predictions.append(
                 {
-                    "question_id": example.question_id,
-                    "question": example.question,
-                    "prediction": predicted,
-                    "score": top[0].score,
-                    "truth": example.answers[0],
-                    "correct": correct,
+                    "id": ident or str(index),
+                    "answer": scored["answers"][index],
+                    "score": scored["scores"][index],
                 }
             )
-        if on_progress:
-            on_progress(len(chunk))
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    every = [c for values in correct_by_type.values() for c in values]
-    return ValidationResult(
-        data=data_name,
-        n=len(every),
-        accuracy=float(np.mean(every)),
-        accuracy_by_type={k: float(np.mean(v)) for k, v in sorted(correct_by_type.items())},
-        batch_latency_ms={
-            "p50": float(np.percentile(batch_ms, 50)),
-            "p90": float(np.percentile(batch_ms, 90)),
-        },
-        per_example_ms=elapsed_ms / len(every),
+    runner = runtime.runner.describe()
+    return Results(
+        variant=variant_of(runtime, name),
+        data=data.name,
+        task=data.task,
+        n=len(data),
+        accuracy=scored["accuracy"],
+        accuracy_by_type=scored["by_type"],
+        consistency=scored["consistency"],
+        latency_ms=percentiles(model_ms),
+        e2e_latency_ms=percentiles(e2e_ms),
+        throughput=round(len(data) / seconds, 3),
         batch_size=batch_size,
+        threads=runner.get("threads"),
+        peak_rss_mb=rss,
+        machine=machine_description(),
         predictions=predictions,
+        **fields,
     )
+
+
+def reference_from_manifest(runtime) -> str | None:
+    """The FP32 bundle a quantized bundle was made from, as its manifest names it, if any."""
+    source = runtime.bundle.manifest.source
+    path = source.get("bundle")
+    return str(path) if path else None
+
+
+def summary_json(results: Results) -> dict[str, Any]:
+    """What `vilt-edge validate --json` prints: the headline figures, no per-example data."""
+    out = {
+        "data": results.data,
+        "n": results.n,
+        "accuracy": results.accuracy,
+        "accuracy_by_type": results.accuracy_by_type,
+        "latency_ms": results.latency_ms,
+        "e2e_latency_ms": results.e2e_latency_ms,
+        "throughput": results.throughput,
+        "batch_size": results.batch_size,
+        "threads": results.threads,
+        "peak_rss_mb": results.peak_rss_mb,
+        "variant": results.variant,
+        "machine": results.machine,
+    }
+    if results.consistency is not None:
+        out["consistency"] = results.consistency
+    if results.reference is not None:
+        out.update(
+            reference=results.reference,
+            reference_accuracy=results.reference["accuracy"],
+            accuracy_delta=results.accuracy_delta,
+            agreement=results.agreement,
+            logit_cosine=results.logit_cosine,
+            max_abs_logit_diff=results.max_abs_logit_diff,
+        )
+    return out

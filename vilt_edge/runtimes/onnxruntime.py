@@ -94,7 +94,9 @@ class OnnxRuntimeRunner:
             "runtime": self.name,
             "version": self._version,
             "providers": providers,
-            "threads": self.threads,
+            # ONNX Runtime's default intra-op pool has one thread per physical core; the
+            # logical CPUs this process may use is the closest torch-free stand-in.
+            "threads": self.threads or _usable_cpus(),
             "model": str(self.model_path),
         }
 
@@ -106,3 +108,10 @@ class OnnxRuntimeRunner:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
