@@ -1,0 +1,129 @@
+"""Quantization presets per target family: how INT8 is laid out for the runtime that will run it.
+
+CPU (ONNX Runtime): Q/DQ format, activations uint8 with a zero point and weights int8 symmetric
+per output channel (U8S8), which ONNX Runtime's x86 kernels run with VNNI; on x86 without VNNI
+weights use 7 bits (`reduce_range`) so the 16-bit intermediate sums of AVX2's vpmaddubsw cannot
+saturate; on Arm activations are int8 symmetric too (S8S8), which the Arm kernels prefer. All of
+this follows the guidance in `onnxruntime.quantization.quantize_static`'s documentation.
+
+TensorRT (Jetson, CUDA GPUs): explicit quantization as TensorRT's documentation requires: int8
+only, symmetric (zero point 0) for activations and weights, weights per channel along the output
+axis (axis 1 of a MatMul's [in, out] weight, axis 0 of a Conv's), and Q/DQ only in front of the
+ops TensorRT runs in INT8 (MatMul, Gemm, Conv); the rest of the graph stays float, and TensorRT
+fuses the Q/DQ pairs into its INT8 kernels. Biases stay float (TensorRT quantizes them itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vilt_edge.errors import InputError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str  # cpu | tensorrt
+    activation_type: str  # QUInt8 | QInt8
+    weight_type: str  # QInt8
+    activation_symmetric: bool
+    reduce_range: bool
+    op_types: tuple[str, ...] | None  # None: every op type ONNX Runtime can quantize
+    dynamic_ok: bool
+    extra_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["op_types"] = list(self.op_types) if self.op_types else None
+        return data
+
+
+_TENSORRT = dict(
+    family="tensorrt",
+    activation_type="QInt8",
+    weight_type="QInt8",
+    activation_symmetric=True,
+    reduce_range=False,
+    op_types=("MatMul", "Gemm", "Conv"),
+    dynamic_ok=False,
+    extra_options={
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        # A MatMul's weight is [in, out]: its output channels are axis 1.
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    },
+)
+
+_CPU = dict(
+    family="cpu",
+    weight_type="QInt8",
+    op_types=("MatMul", "Gemm", "Conv"),
+    dynamic_ok=True,
+)
+
+PRESETS: dict[str, Preset] = {
+    "x86-avx512-vnni": Preset(
+        name="x86-avx512-vnni",
+        activation_type="QUInt8",
+        activation_symmetric=False,
+        reduce_range=False,
+        extra_options={"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+        **_CPU,
+    ),
+    "x86-avx2": Preset(
+        name="x86-avx2",
+        activation_type="QUInt8",
+        activation_symmetric=False,
+        reduce_range=True,
+        extra_options={"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+        **_CPU,
+    ),
+    "arm64": Preset(
+        name="arm64",
+        activation_type="QInt8",
+        activation_symmetric=True,
+        reduce_range=False,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+        **_CPU,
+    ),
+    "tensorrt": Preset(name="tensorrt", **_TENSORRT),
+}
+
+# Target names users pass to --target, and the preset each one gets.
+TARGETS: dict[str, str] = {
+    "cpu": "host",  # this machine's CPU family, detected
+    "x86-avx512-vnni": "x86-avx512-vnni",
+    "x86-avx2": "x86-avx2",
+    "arm64": "arm64",
+    "jetson-orin-nano": "tensorrt",
+    "jetson-orin-nx": "tensorrt",
+    "jetson-agx-orin": "tensorrt",
+    "jetson-xavier-nx": "tensorrt",
+    "cuda-gpu": "tensorrt",
+    "tensorrt": "tensorrt",
+}
+
+
+def host_preset() -> str:
+    """The CPU preset of the machine this runs on."""
+    import platform
+
+    from vilt_edge.results import machine_description
+
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return "arm64"
+    isa = set(machine_description()["isa"])
+    return "x86-avx512-vnni" if "avx512_vnni" in isa else "x86-avx2"
+
+
+def preset_for(target: str) -> Preset:
+    key = TARGETS.get(target.strip().lower())
+    if key is None:
+        raise InputError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
+    return PRESETS[host_preset() if key == "host" else key]
