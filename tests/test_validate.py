@@ -292,3 +292,36 @@ def test_bench_cli(tiny_vqa_bundle, tiny_nlvr2_bundle):
 def test_bench_cli_bad_inputs(tiny_vqa_bundle, args, fragment):
     result = CliRunner().invoke(app, ["bench", str(tiny_vqa_bundle), *args])
     one_line_error(result, 2, fragment)
+
+
+def test_validate_cli_bad_data_names_the_file_and_writes_nothing(
+    shared_data, tiny_vqa_bundle, tiny_nlvr2_bundle, tmp_path
+):
+    runner = CliRunner()
+    vqa = tmp_path / "vqav2"
+    shutil.copytree(shared_data / "vqav2-mini", vqa)
+    image = sorted((vqa / "images").rglob("*.jpg"))[0]
+    image.unlink()
+    out = tmp_path / "results.json"
+    result = runner.invoke(
+        app, ["validate", str(tiny_vqa_bundle), "--data", f"vqav2:{vqa}", "--out", str(out)]
+    )
+    one_line_error(result, 5, image.name)
+    questions = sorted(vqa.glob("v2_OpenEnded_mscoco_val2014_questions*.json"))[0]
+    questions.unlink()
+    result = runner.invoke(
+        app, ["validate", str(tiny_vqa_bundle), "--data", f"vqav2:{vqa}", "--out", str(out)]
+    )
+    one_line_error(result, 5, "val2014")
+
+    nlvr = tmp_path / "nlvr2"
+    shutil.copytree(shared_data / "nlvr2-mini", nlvr)
+    lines = (nlvr / "examples.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["label"] = "maybe"
+    (nlvr / "examples.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    result = runner.invoke(
+        app, ["validate", str(tiny_nlvr2_bundle), "--data", f"nlvr2:{nlvr}", "--out", str(out)]
+    )
+    one_line_error(result, 5, "maybe")
+    assert not out.exists() and not list(tmp_path.glob(".results.json*"))

@@ -232,11 +232,12 @@ class Quantizer:
             extra_options=dict(preset.extra_options),
             calibration_cache_path=cache,
         )
-        if preset.op_types:
+        if preset.inputs_only:
             import onnx
 
             model = onnx.load(out)
-            if keep_float_consumers(model, set(preset.op_types)):
+            if keep_float_consumers(model, set(preset.op_types or ())):
+                remove_dangling_qdq(model)
                 onnx.save(model, out)
 
     def _fp16(self, prepared: Path, out: Path, work: Path) -> dict[str, Any]:
@@ -453,6 +454,25 @@ def keep_float_consumers(model, op_types: set[str]) -> int:
             node.input[index] = quantize.input[0]
             rewired += 1
     return rewired
+
+
+def remove_dangling_qdq(model) -> int:
+    """Drop Q/DQ nodes whose outputs nobody reads any more (after `keep_float_consumers`)."""
+    outputs = {o.name for o in model.graph.output}
+    removed = 0
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [
+            node
+            for node in model.graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(out in read for out in node.output)
+        ]
+        if not dead:
+            return removed
+        for node in dead:
+            model.graph.node.remove(node)
+        removed += len(dead)
 
 
 def _is_labeled(data: DataSet) -> bool:

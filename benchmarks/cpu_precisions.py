@@ -1,0 +1,188 @@
+"""CPU latency of ViLT-B/32 by precision, measured side by side in one run.
+
+    python benchmarks/cpu_precisions.py [--threads 2] [--runs 30] [--image-size 384x512]
+
+ViLT-B/32 config (hidden 768, 12 layers, 12 heads, 3,129 VQA answers), random weights (latency
+does not depend on the values), one 384x512 image, 40 text tokens, batch 1. Rows:
+
+- transformers eager FP32: `ViltForQuestionAnswering` as shipped, in torch;
+- vilt-edge FP32: the exported bundle in ONNX Runtime;
+- INT8 dynamic and INT8 static (Q/DQ): `vilt-edge quantize` bundles with the host CPU preset;
+- INT8 static, TensorRT preset: the symmetric Q/DQ layout made for TensorRT, run here in ONNX
+  Runtime for reference only (on a Jetson TensorRT runs it).
+
+Static INT8 is calibrated on 16 easy-VQA training examples (real images and questions); the
+random weights make the answers meaningless, so only latency is reported. Each row is the median
+(p50) and p90 of `--runs` timed model calls after 5 warm-up calls, with `--threads` intra-op
+threads for every runtime. Ratios are to transformers eager FP32. Needs the model, quantize and
+easyvqa extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def b32_directory(out: Path) -> Path:
+    """A Hugging Face ViLT-B/32 VQA directory with random weights and a small WordPiece
+    tokenizer (the bundle pads every question to 40 tokens, so its vocabulary does not change
+    the work)."""
+    import torch
+    from transformers import ViltConfig, ViltForQuestionAnswering
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import build_tokenizer
+
+    torch.manual_seed(0)
+    labels = [f"answer {i}" for i in range(3129)]
+    config = ViltConfig(
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )  # transformers' defaults are ViLT-B/32: 768 hidden, 12 layers, 12 heads, patch 32
+    model = ViltForQuestionAnswering(config).eval()
+    model.save_pretrained(out)
+    build_tokenizer().save(str(out / "tokenizer.json"))
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViltImageProcessor",
+                "size": {"shortest_edge": 384},
+                "size_divisor": 32,
+                "resample": 3,
+                "rescale_factor": 1 / 255,
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
+    )
+    return out
+
+
+def time_calls(call, runs: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def eager_times(hf_dir: Path, height: int, width: int, runs: int, threads: int) -> list[float]:
+    import torch
+    from transformers import ViltForQuestionAnswering
+
+    torch.set_num_threads(threads)
+    model = ViltForQuestionAnswering.from_pretrained(hf_dir).eval()
+    input_ids = torch.randint(5, 100, (1, 40))
+    attention_mask = torch.ones(1, 40, dtype=torch.long)
+    pixels = torch.rand(1, 3, height, width) * 2 - 1
+    pixel_mask = torch.ones(1, height, width, dtype=torch.long)
+
+    def call():
+        with torch.inference_mode():
+            model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixels,
+                pixel_mask=pixel_mask,
+            )
+
+    return time_calls(call, runs)
+
+
+def bundle_times(bundle: Path, height: int, width: int, runs: int, threads: int) -> list[float]:
+    from vilt_edge.bench import synthetic_feeds
+    from vilt_edge.runtime import ViltRuntime
+
+    runtime = ViltRuntime.load(bundle, threads=threads)
+    feeds = synthetic_feeds(runtime, (height, width), 40, 1)
+    times = time_calls(lambda: runtime.runner.run(feeds), runs)
+    runtime.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--image-size", default="384x512")
+    parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    args = parser.parse_args()
+    height, width = (int(v) for v in args.image_size.lower().split("x"))
+
+    from vilt_edge.export import export_bundle
+    from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+    from vilt_edge.quantize.presets import host_preset
+    from vilt_edge.results import describe_machine, machine_description
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vilt-edge-bench-") as temp:
+        work = Path(temp)
+        print("building ViLT-B/32 (random weights) and exporting it ...", file=sys.stderr)
+        hf = b32_directory(work / "hf")
+        fp32 = export_bundle(hf, work / "fp32").path
+        variants = [("vilt-edge FP32 (ONNX Runtime)", fp32)]
+        calib = dict(calib="easy-vqa:train", calib_size=16, threads=args.threads)
+        for name, options in [
+            ("INT8 dynamic", QuantizeOptions(precision="int8", mode="dynamic")),
+            ("INT8 static (Q/DQ)", QuantizeOptions(precision="int8", **calib)),
+            (
+                "INT8 static, TensorRT preset (in ONNX Runtime)",
+                QuantizeOptions(precision="int8", target="jetson-orin-nano", **calib),
+            ),
+        ]:
+            print(f"quantizing: {name} ...", file=sys.stderr)
+            path = work / name.split(" (")[0].replace(" ", "-").replace(",", "")
+            variants.append((name, quantize_bundle(fp32, path, options)[0].path))
+
+        print("timing transformers eager FP32 ...", file=sys.stderr)
+        eager = eager_times(hf, height, width, args.runs, args.threads)
+        rows.append(("transformers eager FP32 (torch)", eager, None))
+        for name, path in variants:
+            print(f"timing {name} ...", file=sys.stderr)
+            size = (path / "model.onnx").stat().st_size / 1e6
+            rows.append((name, bundle_times(path, height, width, args.runs, args.threads), size))
+
+    base = statistics.median(eager)
+    ort_fp32 = statistics.median(rows[1][1])
+    print(
+        f"\nViLT-B/32, {height}x{width} image, 40 tokens, batch 1, {args.threads} threads, "
+        f"{args.runs} runs; CPU preset: {host_preset()}"
+    )
+    print(f"machine: {describe_machine(machine_description())}\n")
+    header = (
+        f"| {'variant':<48} | {'p50 ms':>8} | {'p90 ms':>8} | {'x eager':>8} | "
+        f"{'x ORT FP32':>10} | {'model MB':>8} |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
+    table = []
+    for name, times, size in rows:
+        p50, p90 = statistics.median(times), float(np.percentile(times, 90))
+        size_text = f"{size:8.1f}" if size is not None else f"{'-':>8}"
+        print(
+            f"| {name:<48} | {p50:8.1f} | {p90:8.1f} | {base / p50:7.2f}x | "
+            f"{ort_fp32 / p50:9.2f}x | {size_text} |"
+        )
+        table.append({"variant": name, "p50_ms": p50, "p90_ms": p90, "speedup_vs_eager": base / p50,
+                      "speedup_vs_ort_fp32": ort_fp32 / p50, "model_mb": size})  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
