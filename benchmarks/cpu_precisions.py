@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def b32_directory(out: Path) -> Path:
+def b32_directory(out: Path, layers: int = 12) -> Path:
     """A Hugging Face ViLT-B/32 VQA directory with random weights and a small WordPiece
     tokenizer (the bundle pads every question to 40 tokens, so its vocabulary does not change
     the work)."""
@@ -50,6 +50,7 @@ def b32_directory(out: Path) -> Path:
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        num_hidden_layers=layers,
     )  # transformers' defaults are ViLT-B/32: 768 hidden, 12 layers, 12 heads, patch 32
     model = ViltForQuestionAnswering(config).eval()
     model.save_pretrained(out)
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--image-size", default="384x512")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--layers", type=int, default=12, help="fewer for a quick check only")
     args = parser.parse_args()
     height, width = (int(v) for v in args.image_size.lower().split("x"))
 
@@ -133,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vilt-edge-bench-") as temp:
         work = Path(temp)
         print("building ViLT-B/32 (random weights) and exporting it ...", file=sys.stderr)
-        hf = b32_directory(work / "hf")
+        hf = b32_directory(work / "hf", args.layers)
         fp32 = export_bundle(hf, work / "fp32").path
         variants = [("vilt-edge FP32 (ONNX Runtime)", fp32)]
         calib = dict(calib="easy-vqa:train", calib_size=16, threads=args.threads)
@@ -160,7 +162,8 @@ def main() -> None:
     base = statistics.median(eager)
     ort_fp32 = statistics.median(rows[1][1])
     print(
-        f"\nViLT-B/32, {height}x{width} image, 40 tokens, batch 1, {args.threads} threads, "
+        f"\nViLT-B/32 ({args.layers} layers), {height}x{width} image, 40 tokens, batch 1, "
+        f"{args.threads} threads, "
         f"{args.runs} runs; CPU preset: {host_preset()}"
     )
     print(f"machine: {describe_machine(machine_description())}\n")
