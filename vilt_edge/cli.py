@@ -419,6 +419,151 @@ def quantize(
     typer.echo(text)
 
 
+@app.command()
+@_user_errors
+def distill(
+    teacher: Annotated[
+        str,
+        typer.Argument(help="Teacher: HF ViLT directory, Lightning .ckpt, hub id or 'default'."),
+    ],
+    layers: Annotated[int, typer.Option(help="Student encoder layers (below the teacher's).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Student directory (HF ViLT) to write.")],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="vqav2:DIR, nlvr2:PATH, frames:PATH (labels optional) or easy-vqa[:train|test]."
+        ),
+    ] = "easy-vqa:train",
+    layer_map: Annotated[
+        str | None, typer.Option(help="Teacher layer per student layer, e.g. 1,3,5.")
+    ] = None,
+    image_short_side: Annotated[
+        int | None, typer.Option(help="Student input's shorter side (fewer patches).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default 3).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 32,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, cosine).")] = 2e-4,
+    temperature: Annotated[float, typer.Option(help="Soft-target temperature.")] = 1.0,
+    hidden_weight: Annotated[float, typer.Option(help="Weight of the hidden-state loss.")] = 1.0,
+    label_weight: Annotated[
+        float, typer.Option(help="Weight of the ground-truth loss (labeled data).")
+    ] = 1.0,
+    eval_size: Annotated[int, typer.Option(help="Held-out examples for evaluation.")] = 500,
+    eval_every: Annotated[int, typer.Option(help="Evaluate every N steps (0: each epoch).")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 100,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    bf16: Annotated[
+        bool | None, typer.Option("--bf16/--no-bf16", help="bf16 autocast (default: on CUDA).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda if any).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Distill the teacher into a student with fewer layers (optionally fewer image tokens)."""
+    try:
+        from vilt_edge.distill import DistillOptions, parse_layer_map
+        from vilt_edge.distill import distill as run_distill
+    except ImportError as error:
+        _fail(f"distill needs the model extra: pip install 'vilt-edge[model]' ({error.name})")
+    from rich.console import Console
+
+    if threads is not None and threads < 1:
+        _fail("--threads must be at least 1", 2)
+    options = DistillOptions(
+        layers=layers,
+        data=data,
+        layer_map=parse_layer_map(layer_map),
+        image_short_side=image_short_side,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        lr=lr,
+        temperature=temperature,
+        hidden_weight=hidden_weight,
+        label_weight=label_weight,
+        eval_size=eval_size,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
+        bf16=bf16,
+        threads=threads,
+        device=device,
+    )
+    console = Console(stderr=True)
+    # Set-up messages show on a transient spinner (nothing when stderr is not a terminal), so a
+    # bad input still ends in exactly one line on stderr.
+    spinner = console.status("distill: starting")
+    progress = _distill_progress(as_json)
+    task = None
+
+    def on_progress(report) -> None:
+        nonlocal task
+        if task is None:
+            spinner.stop()
+            progress.start()
+            task = progress.add_task("distill", total=report.total, status="")
+        status = f"loss {report.loss:.3f}"
+        if report.message:
+            status = report.message
+            progress.console.print(f"step {report.step}: {report.message}")
+        progress.update(task, completed=report.step, status=status)
+
+    def status(message: str) -> None:
+        if task is None and not as_json:
+            spinner.update(f"distill: {message}")
+
+    if not as_json:
+        spinner.start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = run_distill(teacher, out, options, resume, on_progress, status)
+    finally:
+        spinner.stop()
+        if task is not None:
+            progress.stop()
+    _summarize_warnings([w for w in caught if w.category.__name__ == "QuestionTruncatedWarning"])
+    if as_json:
+        typer.echo(json.dumps({"student": str(out), **summary}))
+        return
+    held = summary.get("held_out") or {}
+    text = (
+        f"wrote {out}: {summary['student_layers']} of {summary['teacher_layers']} layers "
+        f"(teacher layers {summary['layer_map']}), {summary['steps']} steps in "
+        f"{summary['train_seconds']:.0f} s"
+    )
+    if held:
+        text += f"; held-out agreement with the teacher {held['agreement']:.2%}"
+        if held.get("accuracy") is not None:
+            text += f", accuracy {held['accuracy']:.2%} (teacher {held['teacher_accuracy']:.2%})"
+    typer.echo(text)
+
+
+def _distill_progress(disable: bool):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        "[bold]distill",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=disable,
+    )
+
+
 @app.command("train-default")
 @_user_errors
 def train_default_command(

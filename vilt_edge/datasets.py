@@ -454,3 +454,72 @@ def load_nlvr2(path: str | os.PathLike) -> list[NlvrExample]:
     if not examples:
         raise DataError(f"{source} has no NLVR2 examples")
     return examples
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own frames: a JSON-lines file of images and questions, answers optional
+
+
+def load_frames(path: str | os.PathLike) -> list[VqaExample]:
+    """VQA examples from a JSON-lines file, one per line, in file order:
+
+        {"image": "frames/0001.jpg", "question": "is the door open?", "answers": ["yes"]}
+
+    `image` is relative to the file's folder (or absolute); `answers` (a list of human answers,
+    scored with the official VQA metric) or `answer` (one string) is optional: lines without
+    either are unlabeled, which distillation and calibration accept and validation refuses.
+    `id` and `answer_type` are optional too. Every image is checked to exist.
+    """
+    source = Path(path)
+    if source.is_dir():
+        candidates = sorted(source.glob("*.jsonl"))
+        if len(candidates) != 1:
+            raise DataError(f"{source}: expected one .jsonl file, found {len(candidates)}")
+        source = candidates[0]
+    elif not source.is_file():
+        raise DataError(f"frames file not found: {source}")
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {source}: {error}") from None
+    folder = Path(os.path.abspath(source.parent))
+    examples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+        image = _field(record, "image", where)
+        question = _field(record, "question", where)
+        if not isinstance(image, str) or not isinstance(question, str):
+            raise DataError(f"{where}: 'image' and 'question' must be strings")
+        if not question.strip():
+            raise DataError(f"{where}: the question is empty")
+        image_path = folder / image
+        if not image_path.is_file():
+            raise DataError(f"{where}: image not found: {image_path}")
+        if "answers" in record:
+            answers = record["answers"]
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise DataError(f"{where}: 'answers' must be a list of strings")
+        elif "answer" in record:
+            if not isinstance(record["answer"], str):
+                raise DataError(f"{where}: 'answer' must be a string")
+            answers = [record["answer"]]
+        else:
+            answers = []
+        examples.append(
+            VqaExample(
+                image_path=os.path.abspath(image_path),
+                question=question,
+                answers=tuple(answers),
+                question_id=str(record.get("id", f"{source.stem}-{number}")),
+                answer_type=str(record.get("answer_type", "")),
+            )
+        )
+    if not examples:
+        raise DataError(f"{source} has no examples")
+    return examples

@@ -33,6 +33,7 @@ from vilt_edge.datasets import (
     NlvrExample,
     VqaExample,
     load_easy_vqa,
+    load_frames,
     load_nlvr2,
     load_vqav2,
 )
@@ -40,7 +41,7 @@ from vilt_edge.errors import DataError, InputError
 from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
 from vilt_edge.results import Results, machine_description
 
-DATA_SPECS = "vqav2:DIR, nlvr2:PATH or easy-vqa[:test|train]"
+DATA_SPECS = "vqav2:DIR, nlvr2:PATH, frames:PATH or easy-vqa[:test|train]"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,10 @@ def load_data(
         if not argument:
             raise InputError("nlvr2 needs a path: nlvr2:PATH (a .jsonl file or its folder)")
         return DataSet(f"nlvr2:{argument}", "nlvr2", "nlvr2", load_nlvr2(argument))
+    if kind == "frames":
+        if not argument:
+            raise InputError("frames needs a path: frames:PATH (a .jsonl of image and question)")
+        return DataSet(f"frames:{argument}", "frames", "vqa", load_frames(argument))
     shown = spec if colon or len(spec) < 60 else spec[:57] + "..."
     raise InputError(f"unknown data spec {shown!r}; use {DATA_SPECS}")
 
@@ -142,7 +147,7 @@ def score(data: DataSet, labels: Sequence[str], predicted: np.ndarray) -> dict[s
             "by_type": {},
             "consistency": nlvr2_consistency([e.identifier for e in examples], correct),
         }
-    if data.kind == "vqav2":
+    if data.kind in ("vqav2", "frames"):
         scores = [vqa_score(a, e.answers) for a, e in zip(answers, examples, strict=True)]
     else:
         scores = [float(a == e.answers[0]) for a, e in zip(answers, examples, strict=True)]
