@@ -454,3 +454,27 @@ def test_cli_checkpoint_of_another_configuration(teacher_dir, labeled_frames, tm
     (out / "distill_summary.json").unlink()  # look unfinished
     torch.save({"fingerprint": "0" * 16, "step": 1}, out / ".distill" / "checkpoint.pt")
     one_line_error(_distill_cli(str(teacher_dir), *args, "--resume"), 2, "another configuration")
+
+
+# Several workers: torch's DDP under torchrun (gloo on CPU; nccl on GPUs)
+
+
+def test_torchrun_two_workers_with_gradient_accumulation(teacher_dir, labeled_frames, tmp_path):
+    out = tmp_path / "s"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", "29517", "-m", "vilt_edge.cli",
+        "distill", str(teacher_dir), "--layers", "2", "--data", f"frames:{labeled_frames}",
+        "--steps", "4", "--batch-size", "8", "--grad-accum", "2", "--eval-size", "12",
+        "--threads", "1", "--json", "-o", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1  # only the first worker reports
+    summary = json.loads(summaries[0])
+    assert summary["workers"] == 2 and summary["steps"] == 4
+    from transformers import ViltForQuestionAnswering
+
+    assert ViltForQuestionAnswering.from_pretrained(out).config.num_hidden_layers == 2

@@ -464,7 +464,7 @@ def distill(
 ) -> None:
     """Distill the teacher into a student with fewer layers (optionally fewer image tokens)."""
     try:
-        from vilt_edge.distill import DistillOptions, parse_layer_map
+        from vilt_edge.distill import DistillOptions, is_lead_worker, parse_layer_map
         from vilt_edge.distill import distill as run_distill
     except ImportError as error:
         _fail(f"distill needs the model extra: pip install 'vilt-edge[model]' ({error.name})")
@@ -493,6 +493,8 @@ def distill(
         threads=threads,
         device=device,
     )
+    lead = is_lead_worker()  # under torchrun, only the first worker prints
+    as_json = as_json or not lead
     console = Console(stderr=True)
     # Set-up messages show on a transient spinner (nothing when stderr is not a terminal), so a
     # bad input still ends in exactly one line on stderr.
@@ -526,6 +528,8 @@ def distill(
         spinner.stop()
         if task is not None:
             progress.stop()
+    if not lead:
+        return
     _summarize_warnings([w for w in caught if w.category.__name__ == "QuestionTruncatedWarning"])
     if as_json:
         typer.echo(json.dumps({"student": str(out), **summary}))

@@ -29,6 +29,7 @@ standard Hugging Face ViLT directory (config.json written last) with `distill_su
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -630,22 +631,6 @@ def evaluate(
     return logits, scored
 
 
-@dataclass
-class _Run:
-    """Everything `distill` sets up before the loop; also what tests poke at."""
-
-    teacher: Any
-    student: Any
-    layer_map: list[int]
-    train: _Examples
-    held: _Examples | None
-    held_data: DataSet | None
-    teacher_settings: Preprocessing
-    student_settings: Preprocessing
-    total_steps: int
-    batches_per_epoch: int
-
-
 def distill(
     teacher_source: str,
     out: str | os.PathLike,
@@ -700,6 +685,16 @@ def distill(
         return json.loads((out / SUMMARY_FILE).read_text())
 
     device, bf16 = _device_and_bf16(options)
+    group = _join_process_group(device)  # None unless launched by torchrun with several workers
+    if group is not None:
+        rank, world, local_rank = group
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        _barrier()  # every worker has read the run directory before the first one changes it
+    else:
+        rank, world = 0, 1
+    lead = rank == 0
     if options.threads:
         torch.set_num_threads(options.threads)
     tokenizer = QuestionTokenizer(_tokenizer_from_json(loaded.tokenizer_json), loaded.text_length)
@@ -724,6 +719,13 @@ def distill(
     student = build_student(teacher, layer_map)
     teacher.to(device)
     student.to(device).train()
+    trained = student  # what the training step calls: the student, or its DDP wrapper
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
+        )
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
 
@@ -765,15 +767,17 @@ def distill(
         history = json.loads(checkpoint["history"])
         elapsed_before = float(checkpoint["elapsed"])
         say(f"resuming at step {step} of {total_steps}")
-    else:
+    elif lead:
         if mode == "restart":
             _clear_student_files(out)
         state_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(state_dir / RUN_FILE, json.dumps(run, indent=2))
+    if group is not None:
+        _barrier()
 
     # The teacher's held-out answers: the reference for agreement, computed once.
     teacher_eval = None
-    if held is not None:
+    if held is not None and lead:
         say("evaluating the teacher on the held-out split")
         teacher_logits, teacher_scored = evaluate(
             teacher, held, held_data, loaded.labels, cache, teacher_settings, device
@@ -784,7 +788,7 @@ def distill(
         }
 
     def held_out_eval() -> dict[str, Any] | None:
-        if held is None:
+        if held is None or not lead:
             return None
         logits, scored = evaluate(
             student, held, held_data, loaded.labels, cache, student_settings, device
@@ -829,6 +833,8 @@ def distill(
                         train, options.batch_size, options.seed, epoch
                     )
                 rows = epoch_cache[epoch][position]
+                if world > 1:  # each worker takes its share of the batch; DDP averages gradients
+                    rows = rows[rank::world] or rows[:1]
                 ids, mask, t_pixels, s_pixels, targets, labeled = _batch_tensors(
                     train,
                     rows,
@@ -846,8 +852,13 @@ def distill(
                 with torch.no_grad(), autocast:
                     teacher_logits = _logits(teacher, ids, mask, t_pixels).float()
                 teacher_states = teacher_tap.take()
+                # Gradients are averaged across workers once per optimizer step, not per
+                # micro-batch: the forward and backward of earlier micro-batches skip the sync.
+                sync = contextlib.ExitStack()
+                if group is not None and micro < options.grad_accum - 1:
+                    sync.enter_context(trained.no_sync())
                 with autocast:
-                    student_logits = _logits(student, ids, mask, s_pixels).float()
+                    student_logits = _logits(trained, ids, mask, s_pixels).float()
                 student_states = student_tap.take()
                 soft = _soft_loss(loaded.task, student_logits, teacher_logits, options.temperature)
                 loss = soft
@@ -889,6 +900,7 @@ def distill(
                         loss = loss + options.label_weight * truth
                         parts["label"] = truth.item()
                 (loss / options.grad_accum).backward()
+                sync.close()
                 for key, value in parts.items():
                     parts_sum[key] = parts_sum.get(key, 0.0) + value / options.grad_accum
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -910,9 +922,9 @@ def distill(
                     message = f"held-out agreement {result['agreement']:.4f}" + (
                         "" if accuracy is None else f", accuracy {accuracy:.4f}"
                     )
-            if step % options.checkpoint_every == 0 and step < total_steps:
+            if lead and step % options.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint()
-            if on_progress is not None:
+            if on_progress is not None and lead:
                 on_progress(Progress(step, total_steps, total_loss, parts_sum, message))
     finally:
         student_tap.close()
@@ -920,6 +932,10 @@ def distill(
 
     seconds = elapsed_before + time.time() - started
     student.eval()
+    if not lead:  # the first worker writes the student
+        _barrier()
+        _leave_process_group()
+        return {}
     final = history[-1] if history else None
     summary = {
         "teacher": str(teacher_source),
@@ -940,6 +956,7 @@ def distill(
         "device": str(device),
         "bf16": bf16,
         "threads": torch.get_num_threads(),
+        "workers": world,
         "held_out": final,
         "history": history,
         "recipe": options.recipe(),
@@ -954,7 +971,46 @@ def distill(
         summary,
     )
     checkpoint_path.unlink(missing_ok=True)
+    if group is not None:
+        _barrier()
+        _leave_process_group()
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Several GPUs or machines: torch's own DDP under torchrun, e.g.
+#   torchrun --nproc_per_node 8 -m vilt_edge.cli distill TEACHER --layers 4 --data ... -o OUT
+
+
+def _join_process_group(device) -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) when torchrun started several workers, else None."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_lead_worker() -> bool:
+    """False in the non-first workers of a torchrun launch (they print nothing)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _tokenizer_from_json(text: str):
