@@ -89,6 +89,9 @@ class DistillOptions:
     threads: int | None = None
     device: str | None = None  # None: cuda if available, else cpu
 
+    def __post_init__(self) -> None:
+        _check_numbers(self)
+
     # What decides the student's weights; a resumed run must match it exactly.
     def recipe(self) -> dict[str, Any]:
         data = asdict(self)
@@ -650,7 +653,6 @@ def distill(
 
     say = status or (lambda _message: None)
     out = Path(out)
-    _check_numbers(options)
     say("loading the teacher")
     loaded = load_model(teacher_source)
     teacher = loaded.model.eval()
