@@ -395,3 +395,68 @@ def test_nlvr2_directory_choices(nlvr2_copy, tmp_path):
 def test_nlvr2_empty_file(tmp_path):
     (tmp_path / "examples.jsonl").write_text("\n")
     data_error(lambda: load_nlvr2(tmp_path), "no NLVR2 examples")
+
+
+# frames:PATH — the user's own images and questions, answers optional
+
+
+def _frames_file(folder: Path, lines: list) -> Path:
+    image = folder / "frames" / "0001.png"
+    image.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "red").save(image)
+    path = folder / "frames.jsonl"
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def test_frames_labeled_and_unlabeled(tmp_path):
+    from vilt_edge.datasets import load_frames
+    from vilt_edge.validate import load_data
+
+    path = _frames_file(
+        tmp_path,
+        [
+            {"image": "frames/0001.png", "question": "what color?", "answers": ["red", "red"]},
+            "",
+            {"image": "frames/0001.png", "question": "is it red?", "answer": "yes", "id": "q2"},
+            {"image": "frames/0001.png", "question": "what is it?"},
+        ],
+    )
+    examples = load_frames(path)
+    assert [e.answers for e in examples] == [("red", "red"), ("yes",), ()]
+    assert examples[1].question_id == "q2"
+    assert examples[0].image_path == str((tmp_path / "frames" / "0001.png").resolve())
+    data = load_data(f"frames:{tmp_path}")  # the folder's one .jsonl
+    assert data.task == "vqa" and data.kind == "frames" and len(data) == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"question": "what?"}, "no 'image' field"),
+        ({"image": "frames/0002.png", "question": "what?"}, "image not found"),
+        ({"image": "frames/0001.png", "question": "  "}, "question is empty"),
+        ({"image": "frames/0001.png", "question": "what?", "answers": "red"}, "list of strings"),
+        ({"image": "frames/0001.png", "question": "what?", "answer": 3}, "must be a string"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_frames_bad_lines_name_the_line(tmp_path, line, message):
+    from vilt_edge.datasets import load_frames
+
+    path = _frames_file(tmp_path, [{"image": "frames/0001.png", "question": "ok?"}, line])
+    with pytest.raises(DataError, match=message) as caught:
+        load_frames(path)
+    assert "line 2" in str(caught.value)
+
+
+def test_frames_missing_or_empty(tmp_path):
+    from vilt_edge.datasets import load_frames
+
+    with pytest.raises(DataError, match="frames file not found"):
+        load_frames(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="has no examples"):
+        load_frames(tmp_path / "empty.jsonl")

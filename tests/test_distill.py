@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, random_transformers_model, tiny_config, write_hf_directory
+from conftest import (
+    SHARED_DATA,
+    one_line_error,
+    random_transformers_model,
+    tiny_config,
+    write_hf_directory,
+)
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
@@ -28,16 +34,6 @@ from vilt_edge.distill import (
 from vilt_edge.errors import InputError
 
 runner = CliRunner()
-
-
-def one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import random_transformers_model, write_hf_directory
+from conftest import one_line_error, random_transformers_model, write_hf_directory
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
@@ -32,16 +32,6 @@ def other_vqa_bundle(tmp_path_factory):
         random_transformers_model("vqa", seed=1), tmp_path_factory.mktemp("other_hf")
     )
     return export_bundle(hf, tmp_path_factory.mktemp("other") / "vqa").path
-
-
-def one_line_error(result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 # Data specs

@@ -380,6 +380,22 @@ def _nlvr2_label(raw: Any, identifier: str, where: str) -> bool | None:
     raise DataError(f"{where}: label of {identifier!r} is {raw!r}, not 'True' or 'False'")
 
 
+def _jsonl_records(source: Path):
+    """(where, record) for each non-blank line of a JSON-lines file; a bad line -> DataError."""
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read {source}: {error}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+
+
 def load_nlvr2(path: str | os.PathLike) -> list[NlvrExample]:
     """NLVR2 examples from a jsonl file (one JSON object per line), in file order.
 
@@ -397,22 +413,11 @@ def load_nlvr2(path: str | os.PathLike) -> list[NlvrExample]:
         source = _nlvr2_file(source)
     elif not source.is_file():
         raise DataError(f"NLVR2 data not found: {source}")
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {source}: {error}") from None
     folder = Path(os.path.abspath(source.parent))
     finder = _Nlvr2ImageFinder(folder)
 
     examples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    for where, record in _jsonl_records(source):
         identifier = _field(record, "identifier", where)
         sentence = _field(record, "sentence", where)
         if not isinstance(identifier, str) or not isinstance(sentence, str):
@@ -478,20 +483,9 @@ def load_frames(path: str | os.PathLike) -> list[VqaExample]:
         source = candidates[0]
     elif not source.is_file():
         raise DataError(f"frames file not found: {source}")
-    try:
-        lines = source.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read {source}: {error}") from None
     folder = Path(os.path.abspath(source.parent))
     examples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{where}: not valid JSON ({error.msg})") from None
+    for where, record in _jsonl_records(source):
         image = _field(record, "image", where)
         question = _field(record, "question", where)
         if not isinstance(image, str) or not isinstance(question, str):
@@ -516,7 +510,7 @@ def load_frames(path: str | os.PathLike) -> list[VqaExample]:
                 image_path=os.path.abspath(image_path),
                 question=question,
                 answers=tuple(answers),
-                question_id=str(record.get("id", f"{source.stem}-{number}")),
+                question_id=str(record.get("id", f"{source.stem}-{len(examples) + 1}")),
                 answer_type=str(record.get("answer_type", "")),
             )
         )

@@ -650,6 +650,7 @@ def distill(
 
     from vilt_edge.loading import load_model
     from vilt_edge.text import QuestionTokenizer
+    from vilt_edge.train_default import adamw
 
     say = status or (lambda _message: None)
     out = Path(out)
@@ -731,16 +732,7 @@ def distill(
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
 
-    decay, no_decay = [], []
-    for name, parameter in student.named_parameters():
-        (no_decay if parameter.ndim < 2 or "embeddings" in name else decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": options.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=options.lr,
-    )
+    optimizer = adamw(student, options.lr, options.weight_decay)
     warmup = max(1, int(options.warmup_fraction * total_steps))
 
     def schedule(step: int) -> float:  # linear warm-up, cosine decay to 0

@@ -123,6 +123,23 @@ def _load_images(paths: list[str], size: int) -> tuple[np.ndarray, dict[str, int
     return pixels.transpose(0, 3, 1, 2).copy(), index  # (N, 3, H, W) uint8
 
 
+def adamw(model, lr: float, weight_decay: float):
+    """AdamW with weight decay on the matrices only (not biases, LayerNorms or embeddings, as
+    BERT-style models are trained)."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim < 2 or "embeddings" in name else decay).append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+
 def write_hf_directory(model, tokenizer, recipe: DefaultRecipe, labels: list[str], out: Path):
     """Save as a standard Hugging Face ViLT directory that transformers loads as-is."""
     out.mkdir(parents=True, exist_ok=True)
@@ -266,16 +283,7 @@ def train_default(
 
     steps_per_epoch = len(train) // recipe.batch_size
     total_steps = steps_per_epoch * recipe.epochs if max_steps is None else max_steps
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "embeddings" in name else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": recipe.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=recipe.peak_lr,
-    )
+    optimizer = adamw(model, recipe.peak_lr, recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=recipe.peak_lr,
