@@ -14,15 +14,18 @@ epochs=${EPOCHS:-4}
 threads=${THREADS:-2}
 mkdir -p "$out"
 
-# --overwrite-free by design: a previous student of the same run is reused only with --resume.
-rm -rf "$out/student"
+# A previous run of the same distillation in $out/student is resumed (or, finished, reused);
+# one of another configuration is refused by distill itself.
+resume=()
+[ -d "$out/student/.distill" ] && resume=(--resume)
 vilt-edge distill default --layers "$layers" --data easy-vqa:train --epochs "$epochs" \
-  --threads "$threads" -o "$out/student" --json > "$out/distill.json"
+  --threads "$threads" -o "$out/student" "${resume[@]}" --json > "$out/distill.json"
 
 vilt-edge export default -o "$out/teacher-fp32" --overwrite
 vilt-edge export "$out/student" -o "$out/student-fp32" --overwrite
 for model in teacher student; do
-  vilt-edge quantize "$out/$model-fp32" -o "$out/$model-int8" --threads "$threads" --overwrite \
+  vilt-edge quantize "$out/$model-fp32" -o "$out/$model-int8" --calib easy-vqa:train \
+    --threads "$threads" --overwrite \
     --json > "$out/$model-int8.quantize.json"
 done
 
