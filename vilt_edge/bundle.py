@@ -80,6 +80,22 @@ class Preprocessing:
             "image_std": list(self.image_std),
         }
 
+    def to_hf_config(self) -> dict[str, Any]:
+        """These settings as a Hugging Face `preprocessor_config.json` (`ViltImageProcessor`)."""
+        return {
+            "image_processor_type": "ViltImageProcessor",
+            "do_resize": True,
+            "size": {"shortest_edge": self.shortest_edge},
+            "size_divisor": self.size_divisor,
+            "resample": {"nearest": 0, "bilinear": 2, "bicubic": 3}[self.resample],
+            "do_rescale": True,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": True,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+            "do_pad": True,
+        }
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Preprocessing:
         try:

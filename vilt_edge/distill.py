@@ -522,23 +522,6 @@ def write_student(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _preprocessor_config(settings: Preprocessing) -> dict:
-    resample = {"nearest": 0, "bilinear": 2, "bicubic": 3}[settings.resample]
-    return {
-        "image_processor_type": "ViltImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": settings.shortest_edge},
-        "size_divisor": settings.size_divisor,
-        "resample": resample,
-        "do_rescale": True,
-        "rescale_factor": settings.rescale_factor,
-        "do_normalize": True,
-        "image_mean": list(settings.image_mean),
-        "image_std": list(settings.image_std),
-        "do_pad": True,
-    }
-
-
 def _tokenizer_files(loaded) -> dict[str, bytes]:
     files = {"tokenizer.json": loaded.tokenizer_json.encode("utf-8")}
     source = Path(loaded.source.get("model", ""))
@@ -647,6 +630,7 @@ def distill(
     Raises InputError / ModelError / DataError for bad input, before anything is written.
     """
     import torch
+    from tokenizers import Tokenizer
 
     from vilt_edge.loading import load_model
     from vilt_edge.text import QuestionTokenizer
@@ -700,7 +684,7 @@ def distill(
     lead = rank == 0
     if options.threads:
         torch.set_num_threads(options.threads)
-    tokenizer = QuestionTokenizer(_tokenizer_from_json(loaded.tokenizer_json), loaded.text_length)
+    tokenizer = QuestionTokenizer(Tokenizer.from_str(loaded.tokenizer_json), loaded.text_length)
     train_data, held_data = _split(data, options.eval_size, options.seed)
     say(f"preparing {len(data)} examples")
     train = _prepare(train_data, tokenizer, loaded.labels, teacher_settings, student_settings)
@@ -960,7 +944,7 @@ def distill(
     write_student(
         student,
         _tokenizer_files(loaded),
-        _preprocessor_config(student_settings),
+        student_settings.to_hf_config(),
         out,
         summary,
     )
@@ -1005,12 +989,6 @@ def _leave_process_group() -> None:
 def is_lead_worker() -> bool:
     """False in the non-first workers of a torchrun launch (they print nothing)."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def _tokenizer_from_json(text: str):
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(text)
 
 
 __all__ = [

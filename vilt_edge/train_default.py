@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vilt_edge.bundle import Preprocessing
 from vilt_edge.datasets import easy_vqa_answers, load_easy_vqa
 
 
@@ -179,24 +180,8 @@ def write_hf_directory(model, tokenizer, recipe: DefaultRecipe, labels: list[str
             indent=2,
         )
     )
-    (out / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "ViltImageProcessor",
-                "do_resize": True,
-                "size": {"shortest_edge": recipe.image_size},
-                "size_divisor": recipe.patch_size,
-                "resample": 3,
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
-                "do_pad": True,
-            },
-            indent=2,
-        )
-    )
+    settings = Preprocessing.for_shortest_edge(recipe.image_size, recipe.patch_size)
+    (out / "preprocessor_config.json").write_text(json.dumps(settings.to_hf_config(), indent=2))
     (out / "training_recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
 
 
