@@ -70,6 +70,15 @@ def test_static_int8_cpu_bundle(int8_cpu, tiny_vqa_bundle, easy_sample):
     model = onnx.load(bundle.model_path)
     ops = [node.op_type for node in model.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    # GELU and attention run as ONNX Runtime's fused CPU ops: one attention per layer, one
+    # GELU per layer plus the VQA head's.
+    layers = len([g for g in layer_groups(onnx.load(tiny_vqa_bundle / "model.onnx")) if "." in g])
+    expected = {"gelu": layers + 1, "sdpa": layers, "multi_head_attention": layers}
+    assert recorded["fusions"] == expected
+    fused = [n for n in model.graph.node if n.domain == "com.microsoft"]
+    assert sorted({n.op_type for n in fused}) == ["Gelu", "MultiHeadAttention"]
+    assert ops.count("MultiHeadAttention") == layers and ops.count("Softmax") == 0
+    assert ops.count("Erf") == 0
     weights = initializers(model)
     per_channel = [
         n for n in model.graph.node
@@ -160,7 +169,9 @@ def test_dynamic_int8(tiny_vqa_bundle, tmp_path, easy_sample):
     bundle, summary = quantize_bundle(tiny_vqa_bundle, tmp_path / "dyn", options)
     assert summary["calibration"] is None and summary["preset"]["reduce_range"] is True
     ops = {node.op_type for node in onnx.load(bundle.model_path).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "MultiHeadAttention", "Gelu"} <= ops
+    # The patch projection stays a float Conv (ConvInteger is slower than float on x86).
+    assert "Conv" in ops and "ConvInteger" not in ops
     results = validate(
         ViltRuntime.load(bundle.path), easy_sample, reference=ViltRuntime.load(tiny_vqa_bundle)
     )

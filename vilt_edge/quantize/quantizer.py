@@ -28,7 +28,11 @@ import numpy as np
 from vilt_edge.bundle import Bundle, write_bundle
 from vilt_edge.errors import BundleError, DataError, InputError
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
-from vilt_edge.quantize.graph import layer_groups, name_unnamed_nodes
+from vilt_edge.quantize.graph import (
+    fuse_for_onnxruntime_cpu,
+    layer_groups,
+    name_unnamed_nodes,
+)
 from vilt_edge.quantize.presets import Preset, preset_for
 from vilt_edge.validate import DataSet, check_task, load_data, score
 
@@ -138,6 +142,7 @@ class Quantizer:
                 f"{self.runtime.bundle.path} is already {manifest.precision}; quantize its FP32 "
                 f"source ({manifest.source.get('bundle', 'the exported bundle')})"
             )
+        self.fusions: dict[str, int] | str | None = None
         self.data: DataSet | None = None
         if options.needs_data:
             spec = options.calib
@@ -173,6 +178,12 @@ class Quantizer:
         except Exception as error:  # noqa: BLE001 - a failed optional step is reported, not fatal
             self.preprocessed = f"skipped: {type(error).__name__}"
             shutil.copyfile(self.runtime.bundle.model_path, prepared)
+        if self.options.precision == "int8" and self.preset.family == "cpu":
+            self.status("fusing GELU and attention into ONNX Runtime's CPU ops")
+            try:
+                self.fusions = fuse_for_onnxruntime_cpu(prepared, prepared)
+            except Exception as error:  # noqa: BLE001 - unfused is slower but still correct
+                self.fusions = f"skipped: {type(error).__name__}: {error}".splitlines()[0]
         model = onnx.load(prepared)
         name_unnamed_nodes(model)
         onnx.save(model, prepared)
@@ -201,10 +212,13 @@ class Quantizer:
         preset, options = self.preset, self.options
         activation_type, weight_type = _ort_types(preset)
         if options.mode == "dynamic":
+            # The patch projection stays a float Conv: onnxruntime's ConvInteger took 18 ms on
+            # ViLT-B/32 at 384x512 where the float Conv takes 4.4 ms (NOTES-cpu-speed.md).
+            op_types = [t for t in preset.op_types or ("MatMul", "Gemm") if t != "Conv"]
             quantize_dynamic(
                 prepared,
                 out,
-                op_types_to_quantize=list(preset.op_types) if preset.op_types else None,
+                op_types_to_quantize=op_types,
                 per_channel=True,
                 reduce_range=preset.reduce_range,
                 weight_type=weight_type,
@@ -388,6 +402,7 @@ class Quantizer:
             work = Path(temp)
             prepared = self._prepare(work)
             summary["preprocessed"] = self.preprocessed
+            summary["fusions"] = self.fusions
             model = work / "model.onnx"
             cache = work / "calibration.json"
             if options.precision == "fp16":
