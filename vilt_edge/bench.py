@@ -74,9 +74,7 @@ def bench(
         raise InputError("--runs must be at least 1")
     manifest = runtime.bundle.manifest
     if image_size is None:
-        side = runtime.bundle.preprocessing.shortest_edge
-        side -= side % manifest.patch_size
-        image_size = (side, side)
+        image_size = runtime.bundle.default_image_size
     text_len = manifest.text_length if text_len is None else text_len
     feeds = synthetic_feeds(runtime, image_size, text_len, batch)
     for _ in range(warmup):

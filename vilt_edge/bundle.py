@@ -201,6 +201,14 @@ class Bundle:
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer.json"
 
+    @property
+    def default_image_size(self) -> tuple[int, int]:
+        """Square at the preprocessing's shorter side, a multiple of the patch size: the shape
+        `bench` and the roofline use when no size is given."""
+        side = self.preprocessing.shortest_edge
+        side -= side % self.manifest.patch_size
+        return (side, side)
+
 
 def _read_json(path: Path, what: str) -> Any:
     try:

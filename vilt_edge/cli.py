@@ -112,6 +112,16 @@ def ask(
     )
 
 
+def _load_bundle(bundle: str):
+    from vilt_edge.bundle import load_bundle
+
+    if bundle == "default":
+        from vilt_edge.default_model import default_bundle_path
+
+        return load_bundle(default_bundle_path())
+    return load_bundle(bundle)
+
+
 def _load_runtime(bundle: str, threads: int | None):
     from vilt_edge.runtime import ViltRuntime
 
@@ -307,6 +317,150 @@ def bench(
         f"p99 {latency['p99']:.2f} ms, {figures['throughput']:.1f} examples/s "
         f"({figures['runs']} runs; {describe_machine(figures['machine'])})"
     )
+
+
+@app.command("compile")
+@_user_errors
+def compile_command(
+    bundle: Annotated[
+        str, typer.Argument(help="Bundle directory (FP32, INT8 or FP16), or 'default'.")
+    ],
+    target: Annotated[
+        str, typer.Option(help="Device profile (`vilt-edge devices`), or cpu for this host.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Compiled bundle to write.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest batch the engine accepts.")] = 1,
+    image_sizes: Annotated[
+        str | None,
+        typer.Option(help="HxW[,HxW...]: image sizes the engine must take (TensorRT profiles)."),
+    ] = None,
+    compiler: Annotated[
+        str | None,
+        typer.Option(
+            help="GPU targets: tensorrt, torch-tensorrt or torch-cuda (default: the "
+            "profile's runtime)."
+        ),
+    ] = None,
+    dla: Annotated[bool, typer.Option("--dla", help="Run on the DLA, GPU fallback.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Readiness check only; writes nothing.")
+    ] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU targets: inference threads.")] = None,
+    workspace_gb: Annotated[
+        float | None, typer.Option(help="TensorRT builder workspace (default: from the profile).")
+    ] = None,
+    tensorrt_version: Annotated[
+        str | None,
+        typer.Option(help="Without TensorRT here: the device's version to check against."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ready a bundle for a device: ONNX Runtime for CPUs, a TensorRT engine for Jetsons/GPUs."""
+    from vilt_edge.bench import parse_image_size
+    from vilt_edge.compile import CompileOptions, compile_bundle
+
+    sizes = tuple(parse_image_size(s) for s in image_sizes.split(",")) if image_sizes else ()
+    if out is None and not check:
+        _fail("--out is required (or pass --check)", 2)
+    options = CompileOptions(
+        target=target,
+        max_batch=max_batch,
+        image_sizes=sizes,
+        compiler=compiler,
+        dla=dla,
+        check_only=check,
+        threads=threads,
+        workspace_gb=workspace_gb,
+        overwrite=overwrite,
+        tensorrt_version=tensorrt_version,
+    )
+    status = _status(f"compiling {bundle} for {target}")
+    with status:
+        built, summary = compile_bundle(bundle, out, options, status=status.update)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif check:
+        typer.echo(f"{summary['target']}: ready ({len(summary.get('checks', []))} checks passed)")
+    else:
+        typer.echo(f"wrote {built.path} for {summary['target']}")
+    if summary.get("note"):
+        typer.echo(summary["note"], err=True)
+
+
+@app.command()
+@_user_errors
+def devices(
+    detect: Annotated[bool, typer.Option("--detect", help="Name this host's profile.")] = False,
+    floor: Annotated[
+        str | None,
+        typer.Option(help="Bundle (or 'default') whose latency floor to predict per device."),
+    ] = None,
+    image_size: Annotated[
+        str | None, typer.Option(help="HEIGHTxWIDTH for --floor; default: the bundle's size.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Device profiles (from vilt_edge/devices/profiles), the host's, and roofline floors."""
+    from vilt_edge.devices import detect_host, load_profiles
+
+    if detect:
+        host = detect_host()
+        if host is None:
+            from vilt_edge.results import describe_machine, machine_description
+
+            machine = describe_machine(machine_description())
+            _fail(f"no device profile matches this host ({machine})")
+        typer.echo(json.dumps(host.to_json(), indent=2) if as_json else host.name)
+        return
+    profiles = list(load_profiles().values())
+    floors: dict[str, dict] = {}
+    if floor is not None:
+        from vilt_edge.bench import parse_image_size
+        from vilt_edge.roofline import count_graph, predict_floor
+
+        bundle = _load_bundle(floor)
+        size = parse_image_size(image_size) if image_size else bundle.default_image_size
+        patch = bundle.manifest.patch_size
+        if min(size) < patch or size[0] % patch or size[1] % patch:
+            _fail(f"image size {size[0]}x{size[1]} must be positive multiples of {patch}", 2)
+        with _status(f"counting {bundle.path.name}'s operations at {size[0]}x{size[1]}"):
+            cost = count_graph(bundle.model_path, size, text_length=bundle.manifest.text_length)
+        floors = {p.name: predict_floor(cost, p).to_json() for p in profiles}
+    if as_json:
+        rows = [{**p.to_json(), **({"floor": floors[p.name]} if floors else {})} for p in profiles]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="device profiles" + (f" and floors of {floor}" if floors else ""))
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "runtime", "precisions", "memory", "bandwidth", "INT8 dense",
+                   "FP16 dense", "DLA", "TensorRT"):  # fmt: skip
+        table.add_column(column)
+    if floors:
+        table.add_column("floor", no_wrap=True)
+    for p in profiles:
+        row = [
+            p.name,
+            p.kind,
+            p.runtime,
+            ",".join(p.precisions),
+            f"{p.memory_gb:g} GB",
+            f"{p.memory_bandwidth_gbs:g} GB/s",
+            f"{p.peak_int8_tops:g} TOPS",
+            f"{p.peak_fp16_tflops:g} TFLOPS" if p.peak_fp16_tflops else "-",
+            str(p.dla_cores),
+            ", ".join(p.tensorrt) or "-",
+        ]
+        if floors:
+            f = floors[p.name]
+            row.append(f"{f['floor_ms']:.3g} ms ({f['bound']})")
+        table.add_row(*row)
+    Console().print(table)
 
 
 @app.command()

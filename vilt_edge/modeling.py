@@ -154,3 +154,45 @@ class ExportWrapper(nn.Module):
         return self.model(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
         ).logits
+
+
+class SdpaViltSelfAttention(nn.Module):
+    """ViLT self-attention through `torch.nn.functional.scaled_dot_product_attention`.
+
+    Same weights and the same arithmetic as transformers' `ViltSelfAttention` (softmax of
+    Q·K^T / sqrt(d) plus the additive mask, times V), but one fused kernel on GPUs (flash or
+    memory-efficient attention in FP16) instead of two matmuls and a softmax. Used by the
+    torch-cuda runtime; eval only (no attention dropout, no attention probabilities out).
+    """
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.query, self.key, self.value = original.query, original.key, original.value
+        self.num_attention_heads = original.num_attention_heads
+        self.attention_head_size = original.attention_head_size
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        if output_attentions:
+            raise ValueError("SdpaViltSelfAttention does not return attention probabilities")
+        batch, length = hidden_states.shape[:2]
+        shape = (batch, length, self.num_attention_heads, self.attention_head_size)
+        query = self.query(hidden_states).view(shape).transpose(1, 2)
+        key = self.key(hidden_states).view(shape).transpose(1, 2)
+        value = self.value(hidden_states).view(shape).transpose(1, 2)
+        context = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask
+        )
+        return (context.transpose(1, 2).reshape(batch, length, -1),)
+
+
+def use_sdpa_attention(model: nn.Module) -> int:
+    """Swap every ViLT self-attention in `model` for `SdpaViltSelfAttention`; returns how many."""
+    from transformers.models.vilt.modeling_vilt import ViltSelfAttention
+
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ViltSelfAttention):
+                setattr(module, name, SdpaViltSelfAttention(child))
+                swapped += 1
+    return swapped

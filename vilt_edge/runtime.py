@@ -90,7 +90,17 @@ class ViltRuntime:
                 )
             self._true_index = lowered.index("true")
         self.tokenizer = QuestionTokenizer.from_file(bundle.tokenizer_path, manifest.text_length)
-        self.runner: Runner = get_runner(manifest.runtime).load(bundle.model_path, threads=threads)
+        settings = (manifest.extra or {}).get("runtime_settings") or {}
+        if settings.get("state") == "pending-build":
+            raise BundleError(
+                f"{bundle.path} holds the ONNX model and its TensorRT build step, not an engine: "
+                f"on the device run: {settings.get('build_command')}"
+            )
+        self.runner: Runner = get_runner(manifest.runtime).load(
+            bundle.model_path,
+            threads=threads,
+            settings=settings or None,
+        )
         self.last_latency_ms: dict[str, float] = {}
 
     @classmethod

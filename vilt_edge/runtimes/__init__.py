@@ -19,6 +19,8 @@ import numpy as np
 
 from vilt_edge.errors import BundleError
 from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
+from vilt_edge.runtimes.tensorrt import TensorRTRunner
+from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
 
 
 @runtime_checkable
@@ -29,7 +31,14 @@ class Runner(Protocol):
     last_inference_time_ms: float | None  # wall time of the latest `run`
 
     @classmethod
-    def load(cls, model_path: str | os.PathLike, threads: int | None = None) -> Runner: ...
+    def load(
+        cls,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Runner:
+        """`settings`: the manifest's `runtime_settings` (written by `vilt-edge compile`)."""
+        ...
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Feeds by input name -> the model's logits."""
@@ -45,6 +54,8 @@ class Runner(Protocol):
 
 
 RUNTIMES: dict[str, type[Runner]] = {"onnxruntime": OnnxRuntimeRunner}
+RUNTIMES["tensorrt"] = TensorRTRunner  # imports tensorrt only in `load`
+RUNTIMES["torch-cuda"] = TorchCudaRunner  # imports torch only when loaded
 
 
 def get_runner(name: str) -> type[Runner]:

@@ -31,7 +31,12 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive whole number; got {threads!r}")
         try:
@@ -41,13 +46,20 @@ class OnnxRuntimeRunner:
                 "this bundle runs on onnxruntime, which is not installed (pip install onnxruntime)"
             ) from None
         self.model_path = Path(model_path)
-        self.threads = threads
+        self.threads = (
+            threads if threads is not None else (settings or {}).get("intra_op_num_threads")
+        )
         self.last_inference_time_ms: float | None = None
         self._version = onnxruntime.__version__
+        # `settings` come from a compiled bundle's manifest (`vilt-edge compile`): the device
+        # profile's thread count and memory arena. An explicit `threads` wins.
+        settings = settings or {}
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        if "enable_cpu_mem_arena" in settings:
+            options.enable_cpu_mem_arena = bool(settings["enable_cpu_mem_arena"])
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file not found")
         try:
@@ -63,9 +75,14 @@ class OnnxRuntimeRunner:
         self._output = OUTPUT if OUTPUT in outputs else outputs[0]
 
     @classmethod
-    def load(cls, model_path: str | os.PathLike, threads: int | None = None) -> OnnxRuntimeRunner:
+    def load(
+        cls,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> OnnxRuntimeRunner:
         """`OnnxRuntimeRunner.load(path, threads)`: the registry's common constructor."""
-        return cls(model_path, threads=threads)
+        return cls(model_path, threads=threads, settings=settings)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """`run({"input_ids": ..., "attention_mask": ..., "pixel_values": ...})` -> logits.

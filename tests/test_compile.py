@@ -1,0 +1,157 @@
+"""vilt-edge compile: CPU targets (ONNX Runtime offline optimization, ORT format, settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import one_line_error
+from typer.testing import CliRunner
+
+from vilt_edge.cli import app
+from vilt_edge.compile import CompileOptions, compile_bundle
+from vilt_edge.errors import InputError
+from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+from vilt_edge.runtime import ViltRuntime
+from vilt_edge.validate import load_data, validate
+
+
+@pytest.fixture(scope="module")
+def easy_sample():
+    return load_data("easy-vqa:test").limited(32)
+
+
+@pytest.fixture(scope="module")
+def int8_dynamic(tiny_vqa_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "int8"
+    return quantize_bundle(tiny_vqa_bundle, out, QuantizeOptions(precision="int8", mode="dynamic"))[
+        0
+    ].path
+
+
+@pytest.mark.parametrize("target, model_file", [("x86-avx512-vnni", "model.onnx"),
+                                                ("arm64", "model.ort")])  # fmt: skip
+def test_cpu_targets_keep_the_answers(tiny_vqa_bundle, int8_dynamic, tmp_path, easy_sample,
+                                      target, model_file):  # fmt: skip
+    for source in (tiny_vqa_bundle, int8_dynamic):
+        bundle, summary = compile_bundle(
+            source, tmp_path / f"{target}-{source.name}", CompileOptions(target=target)
+        )
+        manifest = bundle.manifest
+        assert manifest.model_file == model_file and (bundle.path / model_file).is_file()
+        assert not (bundle.path / "model.onnx").exists() or model_file == "model.onnx"
+        record = manifest.extra["compile"]
+        assert record["target"] == target and record["profile"]["name"] == target
+        assert record["format"] == model_file.split(".")[1]
+        settings = manifest.extra["runtime_settings"]
+        assert settings["intra_op_num_threads"] == record["profile"]["cores"]
+        assert (
+            manifest.source["bundle_model_sha256"]
+            == json.loads((source / "manifest.json").read_text())["files"]["model.onnx"]
+        )
+
+        compiled = ViltRuntime.load(bundle.path)
+        assert compiled.runner.threads == settings["intra_op_num_threads"]
+        results = validate(compiled, easy_sample, reference=ViltRuntime.load(source), warmup=0)
+        assert results.agreement == 1.0
+        # FP32: the same arithmetic. INT8: ORT may fuse the dynamic quantization differently
+        # offline than at load time, which rounds differently (measured 2e-3 max abs).
+        limit = 1e-4 if source == tiny_vqa_bundle else 1e-2
+        assert results.max_abs_logit_diff < limit and results.logit_cosine > 0.9999
+
+
+def test_compile_cli_and_bad_inputs(tiny_vqa_bundle, int8_dynamic, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cpu"
+    result = runner.invoke(
+        app, ["compile", str(tiny_vqa_bundle), "--target", "cpu", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["extra"]["compile"]["target"]
+    # nothing is overwritten silently; compiled bundles are not compiled again
+    one_line_error(
+        runner.invoke(app, ["compile", str(tiny_vqa_bundle), "--target", "cpu", "-o", str(out)]),
+        4, "output exists",
+    )  # fmt: skip
+    one_line_error(
+        runner.invoke(app, ["compile", str(out), "--target", "cpu", "-o", str(tmp_path / "x")]),
+        2, "already compiled",
+    )  # fmt: skip
+    one_line_error(
+        runner.invoke(app, ["compile", str(tiny_vqa_bundle), "--target", "jetson-nano-2019",
+                            "-o", str(tmp_path / "y")]),
+        2, "unknown target", "jetson-orin-nano", "x86-avx2",
+    )  # fmt: skip
+    one_line_error(
+        runner.invoke(app, ["compile", str(tiny_vqa_bundle), "--target", "x86-avx2", "--dla",
+                            "-o", str(tmp_path / "z")]),
+        2, "no DLA",
+    )  # fmt: skip
+    one_line_error(
+        runner.invoke(app, ["compile", str(tmp_path / "missing"), "--target", "cpu",
+                            "-o", str(tmp_path / "w")]),
+        4, "not found",
+    )  # fmt: skip
+    for flags, fragment in [
+        (["--max-batch", "0"], "--max-batch"),
+        (["--image-sizes", "384x500"], "multiples of 32"),
+        (["--image-sizes", "abc"], "HEIGHTxWIDTH"),
+        (["--compiler", "tvm"], "unknown compiler"),
+    ]:
+        result = runner.invoke(
+            app, ["compile", str(tiny_vqa_bundle), "--target", "jetson-orin-nano",
+                  "-o", str(tmp_path / "v"), *flags],
+        )  # fmt: skip
+        one_line_error(result, 2, fragment)
+    assert not (tmp_path / "v").exists() and not (tmp_path / "x").exists()
+
+
+def test_precision_and_preset_must_suit_the_device(tiny_vqa_bundle, tmp_path):
+    fp16, _ = quantize_bundle(
+        tiny_vqa_bundle, tmp_path / "fp16",
+        QuantizeOptions(precision="fp16", calib="easy-vqa:train", calib_size=16),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="does not run FP16"):
+        compile_bundle(fp16.path, tmp_path / "a", CompileOptions(target="x86-avx512-vnni"))
+    trt, _ = quantize_bundle(
+        tiny_vqa_bundle, tmp_path / "trt",
+        QuantizeOptions(precision="int8", target="jetson-orin-nano", calib="easy-vqa:train",
+                        calib_size=16),
+    )  # fmt: skip
+    with pytest.raises(InputError, match="quantized for tensorrt"):
+        compile_bundle(trt.path, tmp_path / "b", CompileOptions(target="arm64"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_torch_cuda_bundle_runs_the_source_model(tiny_vqa_bundle, tmp_path, easy_sample):
+    from vilt_edge.errors import BundleError
+    from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
+
+    bundle, summary = compile_bundle(tiny_vqa_bundle, tmp_path / "gpu", CompileOptions("cuda-gpu"))
+    manifest = bundle.manifest
+    assert manifest.runtime == "torch-cuda" and manifest.model_file == "model.safetensors"
+    assert manifest.extra["runtime_settings"] == {
+        "device": "cuda", "dtype": "float16", "cuda_graphs": True, "compile": None}  # fmt: skip
+    assert sorted(p.name for p in bundle.path.iterdir()) == [
+        "config.json", "labels.json", "manifest.json", "model.safetensors", "preprocessor.json",
+        "tokenizer.json"]  # fmt: skip
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(BundleError, match="none is visible here"):
+            ViltRuntime.load(bundle.path)
+    # The same weights on the CPU (FP32, SDPA attention, no graphs) give the ONNX bundle's logits.
+    onnx_runtime = ViltRuntime.load(tiny_vqa_bundle)
+    runner = TorchCudaRunner.load(bundle.model_path, settings={"device": "cpu"})
+    for index in range(4):
+        feeds = onnx_runtime.feeds(*easy_sample.inputs(index, index + 1))
+        expected = onnx_runtime.runner.run(feeds)
+        assert abs(runner.run(feeds) - expected).max() < 1e-4
+    assert runner.describe()["runtime"] == "torch-cuda"
+    runner.close()
+    with pytest.raises(InputError, match="torch-cuda runs FP16"):
+        options = QuantizeOptions(
+            precision="int8", target="cuda-gpu", calib="easy-vqa:train", calib_size=16
+        )
+        int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "i8", options)[0]
+        compile_bundle(int8.path, tmp_path / "gpu8", CompileOptions("cuda-gpu"))

@@ -1,0 +1,177 @@
+"""Device profiles (data files), host detection, the roofline floor, and `vilt-edge devices`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import onnx
+import pytest
+from conftest import one_line_error, tiny_config
+from typer.testing import CliRunner
+
+from vilt_edge.cli import app
+from vilt_edge.devices import PROFILE_DIR, detect_host, get_profile, load_profiles
+from vilt_edge.errors import InputError
+from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+from vilt_edge.roofline import count_graph, predict_floor
+
+REQUIRED = [
+    "jetson-orin-nano",
+    "jetson-orin-nx",
+    "jetson-agx-orin",
+    "jetson-xavier-nx",
+    "x86-avx512-vnni",
+    "x86-avx2",
+    "arm64",
+    "cuda-gpu",
+]
+
+
+def test_every_required_profile_is_shipped_with_sources():
+    profiles = load_profiles()
+    assert set(REQUIRED) <= set(profiles)
+    for name in REQUIRED:
+        p = profiles[name]
+        assert p.memory_gb > 0 and p.memory_bandwidth_gbs > 0
+        assert p.peak_int8_tops > 0 and p.peak_fp32_tflops > 0
+        assert p.peak_int8_tops * 1e3 > p.peak_fp32_tflops * 1e3  # INT8 beats FP32 everywhere
+        assert "int8" in p.precisions and "fp32" in p.precisions
+        if p.kind == "gpu":
+            assert "fp16" in p.precisions and p.cuda_compute_capability
+            assert "tensorrt" in p.runtimes and p.tensorrt
+        else:
+            assert p.runtime == "onnxruntime" and not p.tensorrt and p.isa
+        if p.is_jetson:
+            assert len(p.jetpack) == len(p.tensorrt) and p.detect
+            assert 0 < p.max_workspace_fraction <= 1
+        # Every figure line carries its source: a comment on the line or the line above.
+        lines = (PROFILE_DIR / f"{name}.toml").read_text().splitlines()
+        for index, line in enumerate(lines):
+            figure = r"^(memory_gb|memory_bandwidth_gbs|peak_\w+|jetpack|tensorrt)\s*=(?!\s*\[\])"
+            if re.match(figure, line):
+                above = lines[index - 1] if index else ""
+                assert "#" in line or above.lstrip().startswith("#"), (name, line)
+    assert profiles["jetson-orin-nano"].dla_cores == 0
+    assert (
+        profiles["jetson-agx-orin"].dla_cores == 2 and profiles["jetson-xavier-nx"].dla_cores == 2
+    )
+
+
+def test_unknown_target_lists_the_valid_ones():
+    with pytest.raises(InputError, match="unknown target 'jetson-nano-classic'.*jetson-orin-nano"):
+        get_profile("jetson-nano-classic")
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        (dict(device_tree_model="NVIDIA Jetson Orin Nano Engineering Reference Developer Kit"),
+         "jetson-orin-nano"),
+        (dict(device_tree_model="NVIDIA Jetson AGX Orin Developer Kit"), "jetson-agx-orin"),
+        (dict(device_tree_model="NVIDIA Jetson Xavier NX Developer Kit"), "jetson-xavier-nx"),
+        (dict(device_tree_model="", has_nvidia_gpu=True), "cuda-gpu"),
+        (dict(device_tree_model="", has_nvidia_gpu=False, machine="x86_64",
+              cpu_flags={"fma", "avx2", "avx512f", "avx512_vnni"}), "x86-avx512-vnni"),
+        (dict(device_tree_model="", has_nvidia_gpu=False, machine="x86_64",
+              cpu_flags={"fma", "avx2"}), "x86-avx2"),
+        (dict(device_tree_model="Raspberry Pi 5 Model B Rev 1.0", has_nvidia_gpu=False,
+              machine="aarch64", cpu_flags={"fp", "asimd", "asimddp"}), "arm64"),
+        (dict(device_tree_model="", has_nvidia_gpu=False, machine="x86_64",
+              cpu_flags={"sse4_2"}), None),
+    ],
+)  # fmt: skip
+def test_detect_host(kwargs, expected):
+    found = detect_host(**kwargs)
+    assert (found.name if found else None) == expected
+
+
+def analytic_macs(config, text_length: int, height: int, width: int) -> int:
+    """Multiply-accumulates of a ViLT VQA forward pass, from its config alone."""
+    h, i, p = config.hidden_size, config.intermediate_size, config.patch_size
+    patches = (height // p) * (width // p)
+    tokens = text_length + 1 + patches
+    layer = 4 * tokens * h * h + 2 * tokens * h * i + 2 * tokens * tokens * h
+    conv = patches * h * 3 * p * p
+    head = h * h + h * 2 * h + 2 * h * config.num_labels  # pooler, classifier MLP
+    return config.num_hidden_layers * layer + conv + head
+
+
+def test_count_graph_matches_the_architecture(tiny_vqa_bundle):
+    manifest = json.loads((tiny_vqa_bundle / "manifest.json").read_text())
+    config = tiny_config("vqa")
+    for height, width in [(384, 384), (384, 512)]:
+        cost = count_graph(tiny_vqa_bundle / "model.onnx", (height, width))
+        expected = analytic_macs(config, manifest["text_length"], height, width)
+        assert cost.macs == {"int8": 0, "fp16": 0, "fp32": expected}
+        assert not cost.uncounted
+    model = onnx.load(tiny_vqa_bundle / "model.onnx")
+    params = sum(
+        onnx.numpy_helper.to_array(init).nbytes for init in model.graph.initializer
+    )  # fmt: skip
+    assert cost.weight_bytes == params
+    assert cost.activation_bytes > 0 and cost.io_bytes > 0
+
+
+def test_count_graph_of_an_int8_bundle(tiny_vqa_bundle, tmp_path):
+    options = QuantizeOptions(precision="int8", mode="dynamic")
+    bundle, _ = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options)
+    config = tiny_config("vqa")
+    manifest = json.loads((tiny_vqa_bundle / "manifest.json").read_text())
+    cost = count_graph(bundle.model_path, (384, 384))
+    total = analytic_macs(config, manifest["text_length"], 384, 384)
+    tokens = manifest["text_length"] + 1 + 144
+    attention = config.num_hidden_layers * 2 * tokens * tokens * config.hidden_size
+    conv = 144 * config.hidden_size * 3 * 32 * 32
+    # Linear layers run in INT8; attention (fused, float) and the patch Conv stay FP32.
+    assert cost.macs["fp32"] == attention + conv
+    assert cost.macs["int8"] == total - attention - conv
+    assert cost.macs_by_op["MultiHeadAttention"] == attention
+
+
+def test_predict_floor_is_the_larger_of_compute_and_memory(tiny_vqa_bundle):
+    cost = count_graph(tiny_vqa_bundle / "model.onnx", (384, 384))
+    orin = get_profile("jetson-orin-nano")
+    floor = predict_floor(cost, orin)
+    compute = 2 * cost.macs["fp32"] / (orin.peak_fp32_tflops * 1e12) * 1e3
+    memory = (cost.weight_bytes + cost.io_bytes) / (orin.memory_bandwidth_gbs * 1e9) * 1e3
+    assert floor.compute_ms == pytest.approx(compute)
+    assert floor.memory_ms == pytest.approx(memory)
+    assert floor.floor_ms == pytest.approx(max(compute, memory))
+    assert floor.bound == ("compute" if compute >= memory else "memory")
+    # A measured ceiling replaces the datasheet peak.
+    slower = predict_floor(cost, orin, peaks={"fp32": orin.peak_fp32_tflops * 1e12 / 10})
+    assert slower.compute_ms == pytest.approx(10 * compute)
+
+
+def test_devices_cli(tiny_vqa_bundle):
+    runner = CliRunner()
+    result = runner.invoke(app, ["devices", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert isinstance(rows, list) and {r["name"] for r in rows} >= set(REQUIRED)
+    assert all("peak_int8_tops" in r and "memory_gb" in r for r in rows)
+
+    result = runner.invoke(app, ["devices", "--detect"])
+    host = detect_host()
+    if host is None:
+        one_line_error(result, 1, "no device profile matches this host")
+    else:
+        assert result.exit_code == 0 and result.stdout.strip() == host.name
+
+    result = runner.invoke(app, ["devices", "--floor", str(tiny_vqa_bundle), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert all(r["floor"]["floor_ms"] > 0 for r in rows)
+    table = runner.invoke(app, ["devices", "--floor", str(tiny_vqa_bundle)])
+    assert table.exit_code == 0 and "jetson-orin-nano" in table.stdout and " ms " in table.stdout
+
+
+def test_devices_cli_bad_inputs(tmp_path):
+    runner = CliRunner()
+    one_line_error(
+        runner.invoke(app, ["devices", "--floor", str(tmp_path / "nope")]), 4, "not found"
+    )
+    for size in ("0x64", "64x60", "big"):
+        result = runner.invoke(app, ["devices", "--floor", "default", "--image-size", size])
+        one_line_error(result, 2, "image size")
