@@ -14,8 +14,10 @@ does not depend on the values), one 384x512 image, 40 text tokens, batch 1. Rows
 Static INT8 is calibrated on 16 easy-VQA training examples (real images and questions); the
 random weights make the answers meaningless, so only latency is reported. Each row is the median
 (p50) and p90 of `--runs` timed model calls after 5 warm-up calls, with `--threads` intra-op
-threads for every runtime. Ratios are to transformers eager FP32. Needs the model, quantize and
-easyvqa extras.
+threads for every runtime. Ratios are to transformers eager FP32. The floor column is the roofline
+prediction on this machine: each bundle's multiply-accumulates (`vilt_edge.roofline`, by
+precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches here, measured in the same run.
+Needs the model, quantize and easyvqa extras.
 """
 
 from __future__ import annotations
@@ -151,6 +153,16 @@ def main() -> None:
             path = work / name.split(" (")[0].replace(" ", "-").replace(",", "")
             variants.append((name, quantize_bundle(fp32, path, options)[0].path))
 
+        print("measuring GEMM ceilings and counting operations ...", file=sys.stderr)
+        from vilt_edge.roofline import count_graph, measure_ceilings
+
+        ceilings = measure_ceilings(args.threads)
+        floors = {}
+        for name, path in variants:
+            cost = count_graph(path / "model.onnx", (height, width), text_length=40)
+            floors[name] = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs) * 1e3
+        gops = cost.gops
+
         print("timing transformers eager FP32 ...", file=sys.stderr)
         eager = eager_times(hf, height, width, args.runs, args.threads)
         rows.append(("transformers eager FP32 (torch)", eager, None))
@@ -166,10 +178,15 @@ def main() -> None:
         f"{args.threads} threads, "
         f"{args.runs} runs; CPU preset: {host_preset()}"
     )
-    print(f"machine: {describe_machine(machine_description())}\n")
+    print(f"machine: {describe_machine(machine_description())}")
+    print(
+        f"GEMM ceilings measured here (ONNX Runtime, 1024^3): INT8 {ceilings['int8'] / 1e12:.2f}"
+        f" TOP/s, FP32 {ceilings['fp32'] / 1e12:.3f} TFLOP/s; the model is {gops:.1f} GOP; "
+        "floor = its operations at those ceilings\n"
+    )
     header = (
         f"| {'variant':<48} | {'p50 ms':>8} | {'p90 ms':>8} | {'x eager':>8} | "
-        f"{'x ORT FP32':>10} | {'model MB':>8} |"
+        f"{'x ORT FP32':>10} | {'floor ms':>8} | {'x floor':>7} | {'model MB':>8} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
@@ -177,12 +194,15 @@ def main() -> None:
     for name, times, size in rows:
         p50, p90 = statistics.median(times), float(np.percentile(times, 90))
         size_text = f"{size:8.1f}" if size is not None else f"{'-':>8}"
+        floor = floors.get(name)
+        floor_text = f"{floor:8.1f} | {p50 / floor:6.2f}x" if floor else f"{'-':>8} | {'-':>7}"
         print(
             f"| {name:<48} | {p50:8.1f} | {p90:8.1f} | {base / p50:7.2f}x | "
-            f"{ort_fp32 / p50:9.2f}x | {size_text} |"
+            f"{ort_fp32 / p50:9.2f}x | {floor_text} | {size_text} |"
         )
         table.append({"variant": name, "p50_ms": p50, "p90_ms": p90, "speedup_vs_eager": base / p50,
-                      "speedup_vs_ort_fp32": ort_fp32 / p50, "model_mb": size})  # fmt: skip
+                      "speedup_vs_ort_fp32": ort_fp32 / p50, "floor_ms": floor,
+                      "model_mb": size})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(table, indent=2) + "\n")
 

@@ -175,3 +175,22 @@ def test_devices_cli_bad_inputs(tmp_path):
     for size in ("0x64", "64x60", "big"):
         result = runner.invoke(app, ["devices", "--floor", "default", "--image-size", size])
         one_line_error(result, 2, "image size")
+
+
+def test_validate_records_the_host_floor_and_the_report_shows_it(tiny_vqa_bundle, tmp_path):
+    from vilt_edge.report import write_report
+    from vilt_edge.results import write_results
+    from vilt_edge.runtime import ViltRuntime
+    from vilt_edge.validate import load_data, validate
+
+    runtime = ViltRuntime.load(tiny_vqa_bundle, threads=1)
+    results = validate(runtime, load_data("easy-vqa:test").limited(16), warmup=1)
+    floor = results.floor
+    assert floor["image_size"] == "384x384" and floor["gops"] > 0
+    assert floor["ceilings_tops"]["int8"] > floor["ceilings_tops"]["fp32"] > 0
+    # The floor is a lower bound: the measured latency is above it.
+    assert 0 < floor["floor_ms"] < results.latency_ms["p50"]
+    assert results.variant["device"] == (detect_host().name if detect_host() else None)
+    paths = write_report([write_results(results, tmp_path / "r.json")], tmp_path / "report")
+    markdown = paths.markdown.read_text()
+    assert "Floor (ms)" in markdown and "roofline compute floor" in markdown

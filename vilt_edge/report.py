@@ -271,8 +271,8 @@ def _delta(row: _Row) -> str:
 
 _COLUMNS = (
     "Pareto", "Variant", "Model", "Precision", "Runtime", "Device", "Accuracy (%)",
-    "Δ vs ref (pts)", "Agreement (%)", "p50 (ms)", "p90 (ms)", "Throughput (/s)", "Size (MB)",
-    "Peak RSS (MB)",
+    "Δ vs ref (pts)", "Agreement (%)", "p50 (ms)", "p90 (ms)", "Floor (ms)", "Throughput (/s)",
+    "Size (MB)", "Peak RSS (MB)",
 )  # fmt: skip
 _NUMERIC_FROM = 6  # columns from here on are numbers: right-aligned
 
@@ -292,6 +292,7 @@ def _cells(row: _Row) -> list[str]:
         _number(agreement, 2),
         _latency(row.p50),
         _latency(row.p90),
+        "—" if not results.floor else _latency(results.floor["floor_ms"]),
         _number(results.throughput, 1),
         _number(variant.get("size_mb"), 1),
         _number(results.peak_rss_mb, 0),
@@ -326,6 +327,14 @@ def _notes(rows: list[_Row], generated: datetime) -> list[str]:
         "Δ is in percentage points against the reference. Latency is the model's time per batch,"
         " without preprocessing."
     )
+    floors = [row.results.floor for row in rows if row.results.floor]
+    if floors:
+        sizes = ", ".join(sorted({f["image_size"] for f in floors}))
+        notes.append(
+            "Floor: the roofline compute floor on the measuring machine: the model's operations "
+            f"at {sizes} at the INT8 and FP32 GEMM ceilings ONNX Runtime reached there "
+            "(MatMulInteger and MatMul, 1024³); a variant cannot run faster than its floor."
+        )
     return notes
 
 

@@ -86,6 +86,8 @@ class Results:
     batch_size: int | None = None
     threads: int | None = None
     peak_rss_mb: float | None = None
+    # Roofline floor on the measuring machine (`vilt_edge.roofline.host_floor`), if counted.
+    floor: dict[str, Any] | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -112,6 +114,10 @@ class Results:
         _check_int(self.batch_size, "batch_size", minimum=1, optional=True)
         _check_int(self.threads, "threads", minimum=1, optional=True)
         _check_number(self.peak_rss_mb, "peak_rss_mb", optional=True)
+        if self.floor is not None:
+            if not isinstance(self.floor, dict):
+                raise DataError("results field 'floor' must be an object")
+            _check_number(self.floor.get("floor_ms"), "floor.floor_ms")
         if not isinstance(self.predictions, list) or not all(
             isinstance(p, dict) for p in self.predictions
         ):

@@ -277,3 +277,74 @@ def predict_floor(cost: GraphCost, profile, peaks: dict[str, float] | None = Non
         bound="compute" if compute >= memory else "memory",
         peaks=used,
     )
+
+
+def measure_ceilings(threads: int | None = None, size: int = 1024, runs: int = 5) -> dict:
+    """This machine's GEMM ceilings in ONNX Runtime (ops/s): INT8 MatMulInteger and FP32
+    MatMul at size^3, best of `runs` after one warm-up."""
+    import time
+
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    ceilings = {}
+    for precision, op, a_type, w in (
+        ("int8", "MatMulInteger", TensorProto.UINT8,
+         rng.integers(-127, 127, (size, size), dtype=np.int8)),
+        ("fp32", "MatMul", TensorProto.FLOAT, rng.standard_normal((size, size), np.float32)),
+    ):  # fmt: skip
+        out_type = TensorProto.INT32 if precision == "int8" else TensorProto.FLOAT
+        graph = helper.make_graph(
+            [helper.make_node(op, ["a", "w"], ["y"])],
+            "gemm",
+            [helper.make_tensor_value_info("a", a_type, [size, size])],
+            [helper.make_tensor_value_info("y", out_type, [size, size])],
+            [numpy_helper.from_array(w, "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        a = (
+            rng.integers(0, 255, (size, size), dtype=np.uint8)
+            if precision == "int8"
+            else rng.standard_normal((size, size), np.float32)
+        )
+        session.run(None, {"a": a})
+        best = float("inf")
+        for _ in range(runs):
+            started = time.perf_counter()
+            session.run(None, {"a": a})
+            best = min(best, time.perf_counter() - started)
+        ceilings[precision] = 2 * size**3 / best
+    ceilings["fp16"] = ceilings["fp32"]  # no FP16 arithmetic in ONNX Runtime's CPU kernels
+    return ceilings
+
+
+def host_floor(model_path, image_size: tuple[int, int], threads: int | None = None,
+               text_length: int | None = None) -> dict | None:  # fmt: skip
+    """The compute floor of an ONNX model on this machine at `image_size`: its operations at
+    the GEMM ceilings measured here (`measure_ceilings`). None where it cannot be counted (onnx
+    not installed; a model file that is not ONNX, e.g. a TensorRT engine or ORT format)."""
+    if not str(model_path).endswith(".onnx"):
+        return None
+    try:
+        import onnx  # noqa: F401 - the counting needs it; the deploy runtime may lack it
+    except ImportError:
+        return None
+    cost = count_graph(model_path, image_size, text_length=text_length)
+    ceilings = measure_ceilings(threads)
+    compute = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs if cost.macs[p])
+    return {
+        "floor_ms": round(compute * 1e3, 4),
+        "gops": round(cost.gops, 4),
+        "image_size": f"{image_size[0]}x{image_size[1]}",
+        "ceilings_tops": {p: round(v / 1e12, 4) for p, v in ceilings.items() if p != "fp16"},
+        "basis": "compute: the model's operations at this machine's measured GEMM ceilings",
+    }

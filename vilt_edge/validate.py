@@ -222,7 +222,7 @@ def bundle_size_mb(runtime) -> float:
 def variant_of(runtime, name: str | None = None) -> dict[str, Any]:
     """The results file's description of what ran: name, bundle, model, precision, ..."""
     manifest = runtime.bundle.manifest
-    quantize = manifest.extra.get("quantize", {})
+    quantize = (manifest.extra or {}).get("quantize", {})
     mode = quantize.get("mode") if manifest.precision == "int8" else None
     if name is None:
         name = " ".join(filter(None, [Path(runtime.bundle.path).name, manifest.precision, mode]))
@@ -233,8 +233,20 @@ def variant_of(runtime, name: str | None = None) -> dict[str, Any]:
         "precision": manifest.precision,
         "mode": mode,
         "runtime": manifest.runtime,
+        "device": _device_of(manifest),
         "size_mb": bundle_size_mb(runtime),
     }
+
+
+def _device_of(manifest) -> str | None:
+    """The device profile the bundle was compiled for, else the profile of this host."""
+    compiled = (manifest.extra or {}).get("compile")
+    if compiled:
+        return compiled["target"]
+    from vilt_edge.devices import detect_host
+
+    host = detect_host()
+    return host.name if host else None
 
 
 def check_inputs(runtime, data: DataSet, reference=None) -> None:
@@ -302,6 +314,15 @@ def validate(
                 }
             )
     runner = runtime.runner.describe()
+    from vilt_edge.roofline import host_floor
+
+    bundle = runtime.bundle
+    floor = host_floor(
+        bundle.model_path,
+        bundle.default_image_size,
+        threads=runner.get("threads"),
+        text_length=bundle.manifest.text_length,
+    )
     return Results(
         variant=variant_of(runtime, name),
         data=data.name,
@@ -316,6 +337,7 @@ def validate(
         batch_size=batch_size,
         threads=runner.get("threads"),
         peak_rss_mb=rss,
+        floor=floor,
         machine=machine_description(),
         predictions=predictions,
         **fields,
