@@ -196,6 +196,16 @@ def validate(
     out: Annotated[
         Path | None, typer.Option(help="Write the full results (for `vilt-edge report`).")
     ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(help="[user@]host: run there over ssh (--data is read there)."),
+    ] = None,
+    python: Annotated[
+        str, typer.Option(help="With --remote: the Python that has vilt-edge there.")
+    ] = "python3",
+    ssh_config: Annotated[
+        str | None, typer.Option(help="With --remote: an ssh config file (ssh -F).")
+    ] = None,
 ) -> None:
     """Accuracy on a data set, drift against the FP32 reference, and latency, in one run."""
     from vilt_edge.results import describe_machine, write_results
@@ -210,6 +220,21 @@ def validate(
         _fail("--warmup must not be negative", 2)
     if out is not None and out.is_dir():
         _fail(f"--out {out} is a folder; give a file name, e.g. {out}/results.json", 2)
+    if remote is not None:
+        if show:
+            _fail("--show is not available with --remote", 2)
+        results = _validate_remote(
+            bundle, remote, python, ssh_config, reference,
+            ["--data", data, "--batch-size", str(batch_size), "--warmup", str(warmup)]
+            + [a for flag, value in (("--questions", questions), ("--annotations", annotations),
+                                     ("--images", images), ("--limit", limit),
+                                     ("--threads", threads), ("--name", name))
+               if value is not None for a in (flag, str(value))],
+        )  # fmt: skip
+        if out is not None:
+            write_results(results, out)
+        typer.echo(json.dumps({**summary_json(results), "remote": remote}))
+        return
     dataset = load_data(data, questions=questions, annotations=annotations, images=images)
     dataset = dataset.limited(limit)
     runtime = _load_runtime(bundle, threads)
@@ -282,6 +307,35 @@ def validate(
         typer.echo(f"wrote {out}", err=True)
 
 
+def _validate_remote(bundle, remote, python, ssh_config, reference, args):
+    """`validate` on a remote host: copy the bundle (and its reference), run, fetch the results."""
+    from vilt_edge.remote import Remote
+    from vilt_edge.results import Results
+
+    local = _load_bundle(bundle)
+    bundles = {"bundle": local.path}
+    if reference is None:
+        source = (local.manifest.source or {}).get("bundle")
+        reference = source if source and Path(source).is_dir() else "none"
+    if reference.lower() != "none":
+        bundles["reference"] = _load_bundle(reference).path
+        args = [*args, "--reference", "{reference}"]
+    else:
+        args = [*args, "--reference", "none"]
+    with _status(f"validating {bundle} on {remote}"):
+        _, fetched = Remote(remote, python, ssh_config).run_vilt_edge(
+            bundles,
+            ["validate", "{bundle}", *args, "--json", "--out", "{work}/results.json"],
+            fetch="results.json",
+        )
+    data = json.loads(fetched)
+    # Name the bundles as they are here (the remote copies are gone); say where it ran.
+    data["variant"].update(bundle=str(local.path), remote=remote)
+    if data.get("reference") and "reference" in bundles:
+        data["reference"]["bundle"] = str(bundles["reference"])
+    return Results.from_json(data)
+
+
 @app.command()
 @_user_errors
 def bench(
@@ -296,6 +350,15 @@ def bench(
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs after 5 warm-up runs.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    remote: Annotated[
+        str | None, typer.Option(help="[user@]host: run there over ssh, bring the results back.")
+    ] = None,
+    python: Annotated[
+        str, typer.Option(help="With --remote: the Python that has vilt-edge there.")
+    ] = "python3",
+    ssh_config: Annotated[
+        str | None, typer.Option(help="With --remote: an ssh config file (ssh -F).")
+    ] = None,
 ) -> None:
     """Model latency on synthetic inputs of one shape (p50/p90/p99, throughput)."""
     from vilt_edge.bench import bench as run_bench
@@ -303,9 +366,24 @@ def bench(
     from vilt_edge.results import describe_machine
 
     size = parse_image_size(image_size) if image_size is not None else None
-    runtime = _load_runtime(bundle, threads)
-    with _status(f"benchmarking {bundle}"):
-        figures = run_bench(runtime, image_size=size, text_len=text_len, batch=batch, runs=runs)
+    if remote is not None:
+        from vilt_edge.remote import Remote
+
+        local = _load_bundle(bundle)  # verified here before it travels
+        args = ["bench", "{bundle}", "--json", "--batch", str(batch), "--runs", str(runs)]
+        for flag, value in (("--image-size", image_size), ("--text-len", text_len),
+                            ("--threads", threads)):  # fmt: skip
+            if value is not None:
+                args += [flag, str(value)]
+        with _status(f"benchmarking {bundle} on {remote}"):
+            figures, _ = Remote(remote, python, ssh_config).run_vilt_edge(
+                {"bundle": local.path}, args
+            )
+        figures["remote"] = remote
+    else:
+        runtime = _load_runtime(bundle, threads)
+        with _status(f"benchmarking {bundle}"):
+            figures = run_bench(runtime, image_size=size, text_len=text_len, batch=batch, runs=runs)
     if as_json:
         typer.echo(json.dumps(figures))
         return
