@@ -800,6 +800,85 @@ def _distill_progress(disable: bool):
     )
 
 
+@app.command()
+@_user_errors
+def pipeline(
+    model: Annotated[
+        str, typer.Argument(help="Teacher: HF ViLT directory, .ckpt, or 'default'.")
+    ] = "default",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for every stage's output.")] = (
+        Path("out/pipeline")
+    ),
+    target: Annotated[str, typer.Option(help="Device profile, or cpu for this host.")] = "cpu",
+    data: Annotated[
+        str | None, typer.Option(help="Validation data (default for 'default': easy-vqa:test).")
+    ] = None,
+    train: Annotated[
+        str | None,
+        typer.Option(help="Distillation/calibration data (default for 'default': easy-vqa:train)."),
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option(help="Student layers (default: a third of the teacher's).")
+    ] = None,
+    no_distill: Annotated[bool, typer.Option("--no-distill", help="Skip the student.")] = False,
+    epochs: Annotated[float, typer.Option(help="Distillation epochs.")] = 3.0,
+    lr: Annotated[float, typer.Option(help="Distillation peak learning rate.")] = 5e-4,
+    limit: Annotated[int | None, typer.Option(help="Validate on the first N examples.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a previous pipeline run in OUT.")] = (
+        False
+    ),
+) -> None:
+    """Distill, quantize, compile, validate every variant against the FP32 teacher, report."""
+    try:
+        from vilt_edge.pipeline import PipelineOptions, run_pipeline
+    except ImportError as error:
+        _fail(f"pipeline needs the model extra: pip install 'vilt-edge[model]' ({error.name})")
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    options = PipelineOptions(
+        model=model, target=target, data=data, train=train, layers=layers,
+        distill=not no_distill, epochs=epochs, lr=lr, limit=limit, threads=threads,
+        overwrite=overwrite,
+    )  # fmt: skip
+    console = Console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    step = progress.add_task("starting", total=None)
+
+    def stage(message: str) -> None:
+        if console.is_terminal:  # a log of stages for people; piped stderr keeps errors alone
+            progress.console.print(f"[bold]pipeline[/bold]: {message}")
+        progress.update(step, description=message, completed=0, total=None)
+
+    def advance(label: str, done: int, total: int) -> None:
+        progress.update(step, completed=done, total=total)
+
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_pipeline(options, out, stage, advance)
+    _summarize_warnings(caught)
+    typer.echo(Path(summary["report"]["markdown"]).read_text(encoding="utf-8"))
+    if summary.get("note"):
+        typer.echo(f"note: {summary['note']}", err=True)
+    typer.echo(f"report: {summary['report']['html']}")
+
+
 @app.command("train-default")
 @_user_errors
 def train_default_command(

@@ -317,8 +317,14 @@ def validate(
     from vilt_edge.roofline import host_floor
 
     bundle = runtime.bundle
+    model_path = bundle.model_path
+    source = bundle.manifest.source.get("bundle")
+    if (bundle.manifest.extra or {}).get("compile") and source:
+        # A compiled model is the same arithmetic as its source, which is plain ONNX to count.
+        candidate = Path(source) / "model.onnx"
+        model_path = candidate if candidate.is_file() else model_path
     floor = host_floor(
-        bundle.model_path,
+        model_path,
         bundle.default_image_size,
         threads=runner.get("threads"),
         text_length=bundle.manifest.text_length,

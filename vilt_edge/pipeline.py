@@ -1,0 +1,227 @@
+"""`vilt-edge pipeline`: the main job in one command.
+
+    vilt-edge pipeline [MODEL] [--target cpu] [--data SPEC] [--layers K] -o OUT
+
+Export the teacher; distill a student (unless `no_distill`); quantize each to the precisions the
+target runs (INT8 with the target's preset; FP16 where the device computes in FP16); compile every
+variant for the target; validate each against the FP32 teacher on the same data; write the
+accuracy-versus-latency report. Every stage is the library call its own command makes, so
+`OUT/` holds the same bundles, results and report those commands would.
+
+Where the target's runtime cannot run here (a Jetson's TensorRT on this CPU machine), the
+compiled bundles are build kits, and the variants are validated as their uncompiled bundles
+on this machine: accuracy is the device's, latency is this machine's, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vilt_edge.errors import BundleError, InputError
+
+DEFAULT_DATA = "easy-vqa:test"
+DEFAULT_TRAIN = "easy-vqa:train"
+MARKER = "pipeline.json"
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    model: str = "default"
+    target: str = "cpu"
+    data: str | None = None  # validation; default for the embedded model: easy-VQA test
+    train: str | None = None  # distillation and calibration; default: easy-VQA train
+    layers: int | None = None  # default: a third of the teacher's layers, at least 1
+    distill: bool = True
+    epochs: float = 3.0
+    lr: float = 5e-4
+    limit: int | None = None  # validation examples (default: all)
+    calib_size: int = 128
+    threads: int | None = None
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if self.layers is not None and self.layers < 1:
+            raise InputError(f"--layers must be at least 1, not {self.layers}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError("--limit must be at least 1")
+        if self.epochs <= 0:
+            raise InputError("--epochs must be positive")
+        if self.threads is not None and self.threads < 1:
+            raise InputError("--threads must be at least 1")
+
+
+Stage = Callable[[str], None]
+Advance = Callable[[str, int, int], None]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists():
+        if not overwrite:
+            raise BundleError(f"output exists: {out} (choose another path or pass --overwrite)")
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise BundleError(f"{out} is not a previous pipeline run; not overwriting it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def run_pipeline(
+    options: PipelineOptions,
+    out: str | Path,
+    stage: Stage | None = None,
+    advance: Advance | None = None,
+) -> dict[str, Any]:
+    """Run every stage into `out`; returns the summary (also written to `out/pipeline.json`)."""
+    from vilt_edge.compile import CompileOptions, compile_bundle
+    from vilt_edge.devices import detect_host, get_profile
+    from vilt_edge.export import export_bundle
+    from vilt_edge.loading import load_model
+    from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+    from vilt_edge.report import write_report
+    from vilt_edge.results import write_results
+    from vilt_edge.runtime import ViltRuntime
+    from vilt_edge.validate import check_inputs, load_data, validate
+
+    options.check()
+    stage = stage or (lambda message: None)
+    advance = advance or (lambda label, done, total: None)
+    out = Path(out)
+    profile = (
+        detect_host(has_nvidia_gpu=False)
+        if options.target == "cpu"
+        else get_profile(options.target)
+    )
+    if profile is None:
+        raise InputError("no CPU device profile matches this host; name a --target")
+    is_default = options.model == "default"
+    data_spec = options.data or (DEFAULT_DATA if is_default else None)
+    train_spec = options.train or (DEFAULT_TRAIN if is_default else None)
+    if data_spec is None:
+        raise InputError("--data is required for a model other than the default")
+    if train_spec is None and options.distill:
+        raise InputError("--train (distillation and calibration data) is required; or --no-distill")
+    # Fail on bad input before the long stages: the output folder, the model, the data.
+    if out.exists() and not options.overwrite:
+        raise BundleError(f"output exists: {out} (choose another path or pass --overwrite)")
+    stage("loading the teacher")
+    teacher = load_model(options.model)
+    data = load_data(data_spec).limited(options.limit)
+    train_size = len(load_data(train_spec)) if train_spec else 0
+    _prepare_out(out, options.overwrite)
+    summary: dict[str, Any] = {"options": asdict(options), "target": profile.name, "stages": []}
+    (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+
+    stage("exporting the teacher")
+    models = {"teacher": export_bundle(teacher, out / "teacher-fp32").path}
+    layers_total = teacher.config.num_hidden_layers
+    if options.distill:
+        from vilt_edge.distill import DistillOptions
+        from vilt_edge.distill import distill as run_distill
+
+        layers = options.layers or max(1, round(layers_total / 3))
+        if layers >= layers_total:
+            raise InputError(f"--layers must be below the teacher's {layers_total}")
+        stage(f"distilling {layers_total} layers into {layers}")
+        distill_options = DistillOptions(
+            layers=layers, data=train_spec, epochs=options.epochs, lr=options.lr,
+            threads=options.threads, eval_size=max(1, min(200, train_size // 10)),
+        )  # fmt: skip
+        distilled = run_distill(
+            options.model,
+            out / "student",
+            distill_options,
+            on_progress=lambda p: advance("distill", p.step, p.total),
+        )
+        summary["distill"] = {k: v for k, v in distilled.items() if k != "history"}
+        stage("exporting the student")
+        models["student"] = export_bundle(out / "student", out / "student-fp32").path
+
+    precisions = [p for p in ("int8", "fp16") if p in profile.precisions]
+    variants: dict[str, Path] = {}
+    for name, fp32 in models.items():
+        variants[f"{name}-fp32"] = fp32
+        for precision in precisions:
+            if precision == "fp16" and profile.kind == "cpu":
+                continue  # CPUs here run FP16 at FP32 speed (measured); INT8 is the CPU win
+            stage(f"quantizing the {name} to {precision.upper()}")
+            size = min(options.calib_size, max(16, train_size // 2))
+            calib = dict(calib=train_spec, calib_size=size) if train_spec else {}
+            quantized, _ = quantize_bundle(
+                fp32,
+                out / f"{name}-{precision}",
+                QuantizeOptions(
+                    precision=precision, target=profile.name, threads=options.threads, **calib
+                ),  # fmt: skip
+                on_progress=lambda label, done, total: advance(label, done, total),
+            )
+            variants[f"{name}-{precision}"] = quantized.path
+
+    compiled: dict[str, dict[str, Any]] = {}
+    runnable: dict[str, Path] = {}
+    for name, path in variants.items():
+        stage(f"compiling {name} for {profile.name}")
+        bundle, result = compile_bundle(
+            path,
+            out / f"{name}-{profile.name}",
+            CompileOptions(target=profile.name, threads=options.threads),
+        )
+        compiled[name] = {"bundle": str(bundle.path), "state": result.get("state", "ready")}
+        ready = result.get("state") not in ("pending-build",) and bundle.manifest.runtime in (
+            "onnxruntime",
+        )
+        runnable[name] = bundle.path if ready else path
+    summary["compiled"] = compiled
+    if any(runnable[n] == variants[n] for n in variants):
+        summary["note"] = (
+            f"{profile.name}'s runtime does not run here: variants were validated as their "
+            "uncompiled bundles on this machine (accuracy holds; latency is this machine's); "
+            "build the engines on the device with each compiled bundle's BUILD.md"
+        )
+
+    reference = ViltRuntime.load(models["teacher"], threads=options.threads)
+    check_inputs(reference, data)
+    results_dir = out / "results"
+    results_dir.mkdir()
+    paths = []
+    rows = []
+    for name, path in runnable.items():
+        stage(f"validating {name} on {data.name} ({len(data)} examples)")
+        runtime = ViltRuntime.load(path, threads=options.threads)
+
+        def progress(count: int, label: str = name, done: list[int] = [0]) -> None:  # noqa: B006
+            done[0] += count  # one counter per variant: the default is made per definition
+            advance(f"validate {label}", done[0], 2 * len(data))
+
+        results = validate(
+            runtime,
+            data,
+            reference=None if name == "teacher-fp32" else reference,
+            name=name,
+            on_progress=progress,
+        )
+        paths.append(write_results(results, results_dir / f"{name}.json"))
+        rows.append(
+            {
+                "variant": name,
+                "accuracy": results.accuracy,
+                "accuracy_delta": results.accuracy_delta,
+                "agreement": results.agreement,
+                "p50_ms": results.latency_ms["p50"],
+                "floor_ms": (results.floor or {}).get("floor_ms"),
+                "size_mb": results.variant.get("size_mb"),
+            }
+        )
+    stage("writing the report")
+    report = write_report(paths, out / "report")
+    summary.update(
+        rows=rows,
+        report={"html": str(report.html), "markdown": str(report.markdown), "png": str(report.png)},
+        data=data.name,
+        n=len(data),
+    )
+    (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
