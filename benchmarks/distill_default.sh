@@ -6,11 +6,14 @@
 #
 #   bash benchmarks/distill_default.sh [OUT_DIR]     (default out/distill; ~30 min on 2 cores)
 #
-# Needs the model, easyvqa, quantize and report extras. LAYERS, EPOCHS and THREADS override.
+# Needs the model, easyvqa, quantize and report extras. LAYERS, EPOCHS, LR and THREADS override
+# the recipe: 2 layers, 8 epochs at a peak learning rate of 5e-4 (3 epochs at 2e-4 left the
+# student 3.4 points behind; 10 epochs at 5e-4 reached 99.6% held-out after epoch 8).
 set -euo pipefail
 out=${1:-out/distill}
 layers=${LAYERS:-2}
-epochs=${EPOCHS:-4}
+epochs=${EPOCHS:-8}
+lr=${LR:-5e-4}
 threads=${THREADS:-2}
 mkdir -p "$out"
 
@@ -18,7 +21,7 @@ mkdir -p "$out"
 # one of another configuration is refused by distill itself.
 resume=()
 [ -d "$out/student/.distill" ] && resume=(--resume)
-vilt-edge distill default --layers "$layers" --data easy-vqa:train --epochs "$epochs" \
+vilt-edge distill default --layers "$layers" --data easy-vqa:train --epochs "$epochs" --lr "$lr" \
   --threads "$threads" -o "$out/student" "${resume[@]}" --json > "$out/distill.json"
 
 vilt-edge export default -o "$out/teacher-fp32" --overwrite
