@@ -155,3 +155,55 @@ def test_torch_cuda_bundle_runs_the_source_model(tiny_vqa_bundle, tmp_path, easy
         )
         int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "i8", options)[0]
         compile_bundle(int8.path, tmp_path / "gpu8", CompileOptions("cuda-gpu"))
+
+
+def test_torch_tensorrt_path_with_a_stub(tiny_vqa_bundle, tmp_path, easy_sample, monkeypatch):
+    """torch-tensorrt is not installable here: a stub records the documented calls
+    (`compile(ir="dynamo", inputs=[Input(min, opt, max, dtype)])`, `save(...)`) and stands in
+    for the engine with torch.export, so the bundle's ExportedProgram path runs end to end."""
+    import sys
+    import types
+
+    import torch
+
+    from vilt_edge.bundle import load_bundle
+    from vilt_edge.compile.gpu import _torch_tensorrt_compile, engine_shapes
+    from vilt_edge.loading import load_model
+    from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
+
+    with pytest.raises(InputError, match="needs torch-tensorrt"):
+        monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
+        compile_bundle(tiny_vqa_bundle, tmp_path / "no",
+                       CompileOptions("cuda-gpu", compiler="torch-tensorrt"))  # fmt: skip
+    calls = []
+    stub = types.ModuleType("torch_tensorrt")
+    stub.__version__ = "2.99-stub"
+
+    class Input:
+        def __init__(self, min_shape, opt_shape, max_shape, dtype):
+            calls.append(("Input", min_shape, opt_shape, max_shape, dtype))
+
+    def compile_(module, ir, inputs, **settings):
+        calls.append(("compile", ir, len(inputs), settings))
+        return module
+
+    def save(module, path, output_format, inputs):
+        calls.append(("save", output_format))
+        torch.export.save(torch.export.export(module, tuple(inputs)), path)
+
+    stub.Input, stub.compile, stub.save = Input, compile_, save
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", stub)
+    bundle = load_bundle(tiny_vqa_bundle)
+    shapes = engine_shapes(bundle, 2, ((384, 384),))
+    record = _torch_tensorrt_compile(
+        load_model(bundle.manifest.source["model"]), shapes, tmp_path / "m.ep", 1 << 30, "cpu"
+    )
+    assert record["torch_tensorrt"] == "2.99-stub"
+    assert calls[0] == ("Input", (1, 40), (1, 40), (2, 40), torch.long)
+    assert calls[2][1:4] == ((1, 3, 384, 384), (1, 3, 384, 384), (2, 3, 384, 384))
+    assert calls[3] == ("compile", "dynamo", 3, {"enabled_precisions": {torch.float32},
+                                                  "workspace_size": 1 << 30})  # fmt: skip
+    runner = TorchCudaRunner.load(tmp_path / "m.ep", settings={"device": "cpu"})
+    reference = ViltRuntime.load(tiny_vqa_bundle)
+    feeds = reference.feeds(*easy_sample.inputs(0, 1))
+    assert abs(runner.run(feeds) - reference.runner.run(feeds)).max() < 1e-4

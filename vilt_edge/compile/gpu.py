@@ -77,8 +77,8 @@ def compile_for_gpu(
     from vilt_edge.compile import _write
 
     compiler = options.compiler or profile.runtime
-    if compiler == "torch-cuda":
-        return compile_for_torch_cuda(bundle, profile, out, options, status, summary)
+    if compiler in ("torch-cuda", "torch-tensorrt"):
+        return compile_for_torch_cuda(bundle, profile, out, options, status, summary, compiler)
     from vilt_edge.compile.tensorrt import (
         EngineSpec,
         build_engine,
@@ -129,7 +129,7 @@ def compile_for_gpu(
 
     with tempfile.TemporaryDirectory(prefix="vilt-edge-engine-") as temp:
         work = Path(temp)
-        if installed is not None and compiler == "tensorrt":
+        if installed is not None:
             status(f"building the TensorRT {installed} engine (minutes on a Jetson)")
             spec = dataclasses.replace(spec, timing_cache=work / TIMING_CACHE)
             record = build_engine(bundle.model_path, work / ENGINE_FILE, spec, log=status)
@@ -142,7 +142,7 @@ def compile_for_gpu(
             files = {"model_file": ENGINE_FILE, "runtime": "tensorrt", "state": "built",
                      "engine": record, "runtime_settings": settings}  # fmt: skip
         else:
-            why = reason if installed is None else "torch-tensorrt compiles on the device"
+            why = reason
             (work / "model.onnx").write_bytes(bundle.model_path.read_bytes())
             command = (
                 f"vilt-edge compile {shlex.quote(out.name)} --target {profile.name} "
@@ -153,8 +153,6 @@ def compile_for_gpu(
                 command += f" --image-sizes {sizes}"
             if options.dla:
                 command += " --dla"
-            if compiler != "tensorrt":
-                command += f" --compiler {compiler}"
             trtexec = trtexec_command("model.onnx", ENGINE_FILE, spec)
             (work / "BUILD.md").write_text(_build_notes(profile, version, why, command, trtexec))
             files = {
@@ -208,9 +206,13 @@ def compile_for_torch_cuda(
     options,
     status: Callable[[str], None],
     summary: dict[str, Any],
+    compiler: str = "torch-cuda",
 ) -> tuple[Bundle | None, dict[str, Any]]:
     """A torch-cuda bundle: the source model as a Hugging Face directory, run in FP16 with CUDA
-    graphs by `vilt_edge.runtimes.torch_cuda` (for GPUs without TensorRT)."""
+    graphs by `vilt_edge.runtimes.torch_cuda` (for GPUs without TensorRT). With
+    `compiler="torch-tensorrt"` (where torch-tensorrt and a GPU are present) the model is
+    compiled by torch-tensorrt's dynamo path instead and saved as an ExportedProgram
+    (`model.ep`), which the same runtime loads; elsewhere that request is refused in one line."""
     import tempfile
 
     from vilt_edge.compile import _write
@@ -237,6 +239,17 @@ def compile_for_torch_cuda(
     settings = {"device": "cuda", "dtype": "float16", "cuda_graphs": True, "compile": None}
     with tempfile.TemporaryDirectory(prefix="vilt-edge-torch-") as temp:
         work = Path(temp)
+        if compiler == "torch-tensorrt":
+            status("compiling with torch-tensorrt (minutes)")
+            shapes = engine_shapes(bundle, options.max_batch, options.image_sizes)
+            workspace = int(options.workspace_gb * 1e9) if options.workspace_gb else None
+            record = _torch_tensorrt_compile(loaded, shapes, work / "model.ep", workspace)
+            settings = {"device": "cuda", "dtype": "float16", "cuda_graphs": False,
+                        "format": "torch-tensorrt", **record}  # fmt: skip
+            files = {"model_file": "model.ep", "runtime": "torch-cuda", "state": "built",
+                     "compiler": compiler, "runtime_settings": settings}  # fmt: skip
+            summary.update({k: v for k, v in files.items() if k != "runtime_settings"})
+            return _write(bundle, profile, out, options, work, files, summary), summary
         loaded.model.save_pretrained(work)
         for extra in work.iterdir():  # keep the two files the runner reads
             if extra.name not in ("config.json", "model.safetensors"):
@@ -250,3 +263,53 @@ def compile_for_torch_cuda(
         }
         summary.update({k: v for k, v in record.items() if k != "runtime_settings"})
         return _write(bundle, profile, out, options, work, record, summary), summary
+
+
+def _torch_tensorrt_compile(
+    loaded, shapes: dict[str, tuple], path: Path, workspace, device: str = "cuda"
+) -> dict:
+    """torch-tensorrt's documented AOT path: `torch_tensorrt.compile(module, ir="dynamo",
+    inputs=[torch_tensorrt.Input(min_shape=, opt_shape=, max_shape=, dtype=)])`, then
+    `torch_tensorrt.save(...)` as an ExportedProgram."""
+    import inspect
+
+    try:
+        import torch
+        import torch_tensorrt
+    except ImportError:
+        raise InputError(
+            "--compiler torch-tensorrt needs torch-tensorrt (pip install torch-tensorrt, or "
+            "NVIDIA's Jetson wheel) and a CUDA GPU; without them use the default compiler"
+        ) from None
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--compiler torch-tensorrt needs a CUDA GPU; none is visible here")
+    dtype = torch.float16 if device == "cuda" else torch.float32  # CPU: the tests' stand-in
+    from vilt_edge.modeling import ExportWrapper, use_sdpa_attention
+
+    use_sdpa_attention(loaded.model)
+    module = ExportWrapper(loaded.model.eval()).to(device=device, dtype=dtype)
+    dtypes = {"input_ids": torch.long, "attention_mask": torch.long, "pixel_values": dtype}
+    inputs = [
+        torch_tensorrt.Input(
+            min_shape=shapes[name][0],
+            opt_shape=shapes[name][1],
+            max_shape=shapes[name][2],
+            dtype=dtypes[name],
+        )  # fmt: skip
+        for name in ("input_ids", "attention_mask", "pixel_values")
+    ]
+    settings: dict[str, Any] = {"enabled_precisions": {dtype}}
+    if workspace:
+        settings["workspace_size"] = workspace
+    compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=inputs, **settings)
+    example = [
+        torch.ones(shapes[name][1], dtype=dtypes[name], device=device)
+        for name in ("input_ids", "attention_mask", "pixel_values")
+    ]
+    save_parameters = inspect.signature(torch_tensorrt.save).parameters
+    key = "arg_inputs" if "arg_inputs" in save_parameters else "inputs"
+    torch_tensorrt.save(compiled, str(path), output_format="exported_program", **{key: example})
+    return {
+        "torch_tensorrt": torch_tensorrt.__version__,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    }

@@ -61,10 +61,13 @@ class TorchCudaRunner:
         self.input_names = list(INPUTS)
         self.last_inference_time_ms: float | None = None
         self._torch = torch
+        self._exported = False
         self._model = self._build(torch)
         self._graphs: dict[tuple, tuple[Any, dict[str, Any], Any]] = {}
 
     def _build(self, torch):
+        if self.model_path.suffix == ".ep":  # compiled by torch-tensorrt (`--compiler`)
+            return self._load_exported(torch)
         from safetensors.torch import load_file
         from transformers import ViltConfig
 
@@ -86,6 +89,21 @@ class TorchCudaRunner:
             model = torch.compile(model, mode=self.compile_mode, dynamic=False)
         return model
 
+    def _load_exported(self, torch):
+        try:
+            import torch_tensorrt  # noqa: F401 - registers the TensorRT engine ops
+        except ImportError:
+            raise BundleError(
+                "this bundle was compiled by torch-tensorrt, which is not installed here"
+            ) from None
+        try:
+            module = torch.export.load(str(self.model_path)).module()
+        except Exception as error:  # noqa: BLE001 - deserialization errors share no base
+            raise BundleError(f"{self.model_path}: cannot load ({type(error).__name__})") from None
+        self._exported = True
+        self.use_graphs = False  # TensorRT engines run their own launches
+        return module
+
     @classmethod
     def load(
         cls,
@@ -96,6 +114,10 @@ class TorchCudaRunner:
         return cls(model_path, threads=threads, settings=settings)
 
     def _forward(self, inputs: dict[str, Any]):
+        if self._exported:  # ExportWrapper's signature: (input_ids, attention_mask, pixels)
+            return self._model(
+                inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
+            )
         return self._model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
