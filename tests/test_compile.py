@@ -207,3 +207,22 @@ def test_torch_tensorrt_path_with_a_stub(tiny_vqa_bundle, tmp_path, easy_sample,
     reference = ViltRuntime.load(tiny_vqa_bundle)
     feeds = reference.feeds(*easy_sample.inputs(0, 1))
     assert abs(runner.run(feeds) - reference.runner.run(feeds)).max() < 1e-4
+
+
+def test_image_short_side_is_a_compile_option(tiny_vqa_bundle, tmp_path, easy_sample):
+    from vilt_edge.bundle import load_bundle
+
+    options = CompileOptions("x86-avx512-vnni", image_short_side=64)
+    bundle, summary = compile_bundle(tiny_vqa_bundle, tmp_path / "small", options)
+    assert load_bundle(bundle.path).preprocessing.shortest_edge == 64
+    assert bundle.manifest.extra["compile"]["resolution"] == {
+        "shortest_edge": 64, "longest_edge": 106}  # fmt: skip
+    small = ViltRuntime.load(bundle.path)
+    pixels = small.feeds(*easy_sample.inputs(0, 1))["pixel_values"]
+    assert pixels.shape[-2:] == (64, 64)  # 2x2 patches instead of 12x12
+    results = validate(small, easy_sample, warmup=0)
+    assert results.n == len(easy_sample)
+    runner = CliRunner()
+    args = ["compile", str(tiny_vqa_bundle), "--target", "cpu", "--image-short-side", "48"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "x")])
+    one_line_error(result, 2, "multiple of the patch size 32")

@@ -414,6 +414,10 @@ def compile_command(
         str | None,
         typer.Option(help="HxW[,HxW...]: image sizes the engine must take (TensorRT profiles)."),
     ] = None,
+    image_short_side: Annotated[
+        int | None,
+        typer.Option(help="Preprocess to this shorter side: fewer image tokens, faster."),
+    ] = None,
     compiler: Annotated[
         str | None,
         typer.Option(
@@ -447,6 +451,7 @@ def compile_command(
         target=target,
         max_batch=max_batch,
         image_sizes=sizes,
+        image_short_side=image_short_side,
         compiler=compiler,
         dla=dla,
         check_only=check,

@@ -18,6 +18,7 @@ run on the device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ class CompileOptions:
     target: str
     max_batch: int = 1
     image_sizes: tuple[tuple[int, int], ...] = ()
+    image_short_side: int | None = None  # the token budget: preprocess to this shorter side
     compiler: str | None = None  # GPU targets: the profile's runtime unless named
     dla: bool = False
     check_only: bool = False
@@ -68,6 +70,13 @@ class CompileOptions:
                 )
         if self.dla and profile.dla_cores == 0:
             raise InputError(f"{profile.name} has no DLA; drop --dla")
+        if self.image_short_side is not None and (
+            self.image_short_side < patch or self.image_short_side % patch
+        ):
+            raise InputError(
+                f"--image-short-side {self.image_short_side} must be a positive multiple of the "
+                f"patch size {patch}"
+            )
         if self.workspace_gb is not None and self.workspace_gb <= 0:
             raise InputError("--workspace-gb must be positive")
 
@@ -160,6 +169,15 @@ def compile_bundle(
     options.check(profile, bundle.manifest.patch_size)
     check_precision(bundle, profile)
     summary: dict[str, Any] = {"target": profile.name, "kind": profile.kind}
+    if options.image_short_side is not None:
+        # Fewer image tokens: the bundle preprocesses to the new size (the exported graph takes
+        # any multiple of the patch size; position embeddings are interpolated to the grid).
+        side = options.image_short_side
+        prep = dataclasses.replace(
+            bundle.preprocessing, shortest_edge=side, longest_edge=int(1333 / 800 * side)
+        )
+        bundle = dataclasses.replace(bundle, preprocessing=prep)
+        summary["resolution"] = {"shortest_edge": side, "longest_edge": prep.longest_edge}
 
     if profile.kind == "gpu":
         from vilt_edge.compile.gpu import compile_for_gpu
@@ -202,6 +220,9 @@ def _write(
         for name in manifest.files:
             if name != manifest.model_file and not (staging / name).exists():
                 shutil.copyfile(bundle.path / name, staging / name)
+        if options.image_short_side is not None:
+            text = json.dumps(bundle.preprocessing.to_json(), indent=2) + "\n"
+            (staging / "preprocessor.json").write_text(text)
 
     compile_record = {
         **{k: v for k, v in record.items() if k not in ("model_file", "runtime_settings")},
@@ -209,6 +230,7 @@ def _write(
         "profile": profile.to_json(),
         "max_batch": options.max_batch,
         "image_sizes": [f"{h}x{w}" for h, w in options.image_sizes],
+        "resolution": summary.get("resolution"),
     }
     fields = {
         f: getattr(manifest, f)
