@@ -194,3 +194,23 @@ def test_validate_records_the_host_floor_and_the_report_shows_it(tiny_vqa_bundle
     paths = write_report([write_results(results, tmp_path / "r.json")], tmp_path / "report")
     markdown = paths.markdown.read_text()
     assert "Floor (ms)" in markdown and "roofline compute floor" in markdown
+
+
+def test_count_graph_refuses_what_it_cannot_infer_and_leaves_no_files(tmp_path, monkeypatch):
+    from onnx import TensorProto, helper
+
+    from vilt_edge.errors import BundleError
+
+    graph = helper.make_graph(
+        [helper.make_node("SomeUnknownOp", ["x"], ["y"], domain="custom.x")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.x", 1)]
+    )
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BundleError, match="cannot infer the graph's shapes at 32x32"):
+        count_graph(model, (32, 32))
+    assert list(tmp_path.iterdir()) == []  # onnxruntime's debugging copy went to a temp dir

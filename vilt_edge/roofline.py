@@ -23,6 +23,9 @@ them in cache, and a floor must not overstate; `activation_bytes` is reported be
 
 from __future__ import annotations
 
+import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +97,16 @@ class Floor:
         return asdict(self)
 
 
+@contextmanager
+def _working_dir(path: str):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def _fix_inputs(model, batch: int, height: int, width: int, text_length: int | None) -> None:
     for value in model.graph.input:
         dims = value.type.tensor_type.shape.dim
@@ -143,7 +156,10 @@ def count_graph(
         model = onnx.ModelProto.FromString(model.SerializeToString())  # do not touch the caller's
     _fix_inputs(model, batch, height, width, text_length)
     try:
-        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        # Where inference stays incomplete, onnxruntime saves a debugging copy of the model
+        # into the working directory; keep that out of the user's folder.
+        with tempfile.TemporaryDirectory(prefix="vilt-edge-shapes-") as temp, _working_dir(temp):
+            inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     except Exception as error:  # noqa: BLE001 - inference failures share no base class
         raise BundleError(
             f"cannot infer the graph's shapes at {height}x{width}: {type(error).__name__}"
