@@ -17,6 +17,8 @@ random weights make the answers meaningless, so only latency is reported. Each r
 threads for every runtime. Ratios are to transformers eager FP32. The floor column is the roofline
 prediction on this machine: each bundle's multiply-accumulates (`vilt_edge.roofline`, by
 precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches here, measured in the same run.
+Peak RSS is that of a fresh process that loads the bundle (verifying every file's hash) and answers
+three times; "model MB" counts the graph and, for large models, its external weights file.
 Needs the model, quantize and easyvqa extras.
 """
 
@@ -118,6 +120,36 @@ def bundle_times(bundle: Path, height: int, width: int, runs: int, threads: int)
     return times
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec from this (large) process.
+_RSS_PROBE = """
+import sys
+from vilt_edge.bench import synthetic_feeds
+from vilt_edge.runtime import ViltRuntime
+runtime = ViltRuntime.load(sys.argv[1], threads=int(sys.argv[2]))
+feeds = synthetic_feeds(runtime, (int(sys.argv[3]), int(sys.argv[4])), 40, 1)
+for _ in range(3):
+    runtime.runner.run(feeds)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(int(hwm.split()[1]) / 1024)
+"""
+
+
+def peak_rss_mb(bundle: Path, height: int, width: int, threads: int) -> float:
+    """Peak RSS of a fresh process that loads the bundle and answers 3 times (Linux, MB)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(bundle), str(threads), str(height), str(width)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def bundle_model_mb(bundle: Path) -> float:
+    """The model's bytes on disk: the graph and, for large models, its weights file."""
+    return sum(p.stat().st_size for p in bundle.glob("model.onnx*")) / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -163,13 +195,15 @@ def main() -> None:
             floors[name] = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs) * 1e3
         gops = cost.gops
 
+        rss: dict[str, float] = {}
         print("timing transformers eager FP32 ...", file=sys.stderr)
         eager = eager_times(hf, height, width, args.runs, args.threads)
         rows.append(("transformers eager FP32 (torch)", eager, None))
         for name, path in variants:
             print(f"timing {name} ...", file=sys.stderr)
-            size = (path / "model.onnx").stat().st_size / 1e6
+            size = bundle_model_mb(path)
             rows.append((name, bundle_times(path, height, width, args.runs, args.threads), size))
+            rss[name] = peak_rss_mb(path, height, width, args.threads)
 
     base = statistics.median(eager)
     ort_fp32 = statistics.median(rows[1][1])
@@ -186,7 +220,8 @@ def main() -> None:
     )
     header = (
         f"| {'variant':<48} | {'p50 ms':>8} | {'p90 ms':>8} | {'x eager':>8} | "
-        f"{'x ORT FP32':>10} | {'floor ms':>8} | {'x floor':>7} | {'model MB':>8} |"
+        f"{'x ORT FP32':>10} | {'floor ms':>8} | {'x floor':>7} | {'model MB':>8} | "
+        f"{'peak RSS MB':>11} | {'RSS/model':>9} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
@@ -196,13 +231,15 @@ def main() -> None:
         size_text = f"{size:8.1f}" if size is not None else f"{'-':>8}"
         floor = floors.get(name)
         floor_text = f"{floor:8.1f} | {p50 / floor:6.2f}x" if floor else f"{'-':>8} | {'-':>7}"
+        peak = rss.get(name)
+        rss_text = f"{peak:11.0f} | {peak / size:8.2f}x" if peak else f"{'-':>11} | {'-':>9}"
         print(
             f"| {name:<48} | {p50:8.1f} | {p90:8.1f} | {base / p50:7.2f}x | "
-            f"{ort_fp32 / p50:9.2f}x | {floor_text} | {size_text} |"
+            f"{ort_fp32 / p50:9.2f}x | {floor_text} | {size_text} | {rss_text} |"
         )
         table.append({"variant": name, "p50_ms": p50, "p90_ms": p90, "speedup_vs_eager": base / p50,
                       "speedup_vs_ort_fp32": ort_fp32 / p50, "floor_ms": floor,
-                      "model_mb": size})  # fmt: skip
+                      "model_mb": size, "peak_rss_mb": peak})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(table, indent=2) + "\n")
 

@@ -226,3 +226,43 @@ def test_image_short_side_is_a_compile_option(tiny_vqa_bundle, tmp_path, easy_sa
     args = ["compile", str(tiny_vqa_bundle), "--target", "cpu", "--image-short-side", "48"]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "x")])
     one_line_error(result, 2, "multiple of the patch size 32")
+
+
+def test_large_models_keep_weights_beside_the_graph(tiny_vqa_dir, tiny_vqa_bundle, tmp_path,
+                                                    easy_sample, monkeypatch):  # fmt: skip
+    """Above `EXTERNAL_DATA_MIN_BYTES` (0 here, so the tiny model counts as large) a bundle's
+    weights live in model.onnx.data, which ONNX Runtime memory-maps; every stage keeps that."""
+    import numpy as np
+
+    import vilt_edge.bundle
+    from vilt_edge.errors import BundleError
+    from vilt_edge.export import export_bundle
+
+    monkeypatch.setattr(vilt_edge.bundle, "EXTERNAL_DATA_MIN_BYTES", 0)
+    fp32 = export_bundle(tiny_vqa_dir, tmp_path / "fp32")
+    assert {"model.onnx", "model.onnx.data"} <= set(fp32.manifest.files)
+    assert (tmp_path / "fp32" / "model.onnx").stat().st_size < 100_000  # graph only
+    reference = ViltRuntime.load(tiny_vqa_bundle)
+    external = ViltRuntime.load(fp32.path)
+    feeds = reference.feeds(*easy_sample.inputs(0, 2))
+    np.testing.assert_array_equal(external.runner.run(feeds), reference.runner.run(feeds))
+
+    int8, _ = quantize_bundle(fp32.path, tmp_path / "int8",
+                              QuantizeOptions(precision="int8", mode="dynamic"))  # fmt: skip
+    data = tmp_path / "int8" / "model.onnx.data"
+    assert (
+        data.is_file()
+        and data.stat().st_size < (tmp_path / "fp32" / "model.onnx.data").stat().st_size
+    )
+    compiled, _ = compile_bundle(int8.path, tmp_path / "cpu", CompileOptions("x86-avx512-vnni"))
+    assert "model.onnx.data" in compiled.manifest.files
+    results = validate(ViltRuntime.load(compiled.path), easy_sample, reference=reference, warmup=0)
+    assert results.agreement >= 0.9
+    kit, _ = compile_bundle(fp32.path, tmp_path / "orin", CompileOptions("jetson-orin-nano"))
+    assert {"model.onnx", "model.onnx.data", "BUILD.md"} <= set(kit.manifest.files)
+
+    with open(data, "r+b") as handle:  # a tampered weight file is refused
+        handle.seek(100)
+        handle.write(b"\x00\x01\x02")
+    with pytest.raises(BundleError, match="model.onnx.data: altered"):
+        ViltRuntime.load(tmp_path / "int8")

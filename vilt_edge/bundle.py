@@ -41,6 +41,39 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# Models at least this large keep their weights in `<model file>.data` beside the graph: ONNX
+# Runtime memory-maps such external data at load instead of holding the protobuf's copy and its
+# own (measured on ViLT-B/32 INT8, 126 MB: peak RSS 201 MB against 253-294 MB as one file).
+EXTERNAL_DATA_MIN_BYTES = 32 << 20
+
+
+def external_data_file(model_file: str) -> str:
+    return f"{model_file}.data"
+
+
+def save_model(source: Path, destination: Path) -> None:
+    """Write the ONNX model `source` to `destination` in a bundle: as one file when small, with
+    its weights in `<destination>.data` when large (`EXTERNAL_DATA_MIN_BYTES`)."""
+    source, destination = Path(source), Path(destination)
+    data = source.parent / external_data_file(source.name)
+    size = source.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+    if size < EXTERNAL_DATA_MIN_BYTES:
+        if source != destination:
+            shutil.copyfile(source, destination)
+        return
+    import onnx
+
+    model = onnx.load(str(source))  # with any external data of its own
+    onnx.save(
+        model,
+        str(destination),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=external_data_file(destination.name),
+        size_threshold=1024,
+    )
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Image settings with `ViltImageProcessor` semantics (see `vilt_edge.preprocess`)."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vilt_edge import __version__
-from vilt_edge.bundle import Bundle, write_bundle
+from vilt_edge.bundle import Bundle, save_model, write_bundle
 from vilt_edge.errors import BundleError, InputError
 from vilt_edge.loading import LoadedModel, load_model
 
@@ -161,6 +161,7 @@ def export_bundle(
 
     def write_files(staging: Path) -> None:
         export_onnx(loaded, staging / MODEL_FILE, opset=opset, exporter=exporter)
+        save_model(staging / MODEL_FILE, staging / MODEL_FILE)  # weights beside it when large
         (staging / "tokenizer.json").write_text(loaded.tokenizer_json, encoding="utf-8")
         (staging / "preprocessor.json").write_text(
             json.dumps(loaded.preprocessing.to_json(), indent=2) + "\n"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.bundle import Bundle, load_bundle, write_bundle
+from vilt_edge.bundle import Bundle, external_data_file, load_bundle, write_bundle
 from vilt_edge.devices import DeviceProfile, detect_host, get_profile
 from vilt_edge.errors import BundleError, InputError
 
@@ -126,6 +126,15 @@ def _cpu_files(
     if model_file.endswith(".ort"):
         session.add_session_config_entry("session.save_model_format", "ORT")
     session.intra_op_num_threads = 1
+    if bundle.model_path.with_name(external_data_file(bundle.model_path.name)).is_file():
+        if model_file.endswith(".onnx"):  # keep the weights memory-mappable (ORT format: inline)
+            session.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                external_data_file(model_file),
+            )
+            session.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
     try:
         onnxruntime.InferenceSession(
             str(bundle.model_path), sess_options=session, providers=["CPUExecutionProvider"]
@@ -218,7 +227,9 @@ def _write(
             if entry.is_file():
                 shutil.copyfile(entry, staging / entry.name)
         for name in manifest.files:
-            if name != manifest.model_file and not (staging / name).exists():
+            if name in (manifest.model_file, external_data_file(manifest.model_file)):
+                continue  # the compiled model replaces the source's
+            if not (staging / name).exists():
                 shutil.copyfile(bundle.path / name, staging / name)
         if options.image_short_side is not None:
             text = json.dumps(bundle.preprocessing.to_json(), indent=2) + "\n"

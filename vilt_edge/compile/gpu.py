@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.bundle import Bundle
+from vilt_edge.bundle import Bundle, save_model
 from vilt_edge.compile.readiness import check_model, first_failure, operator_table
 from vilt_edge.errors import InputError
 
@@ -143,7 +143,7 @@ def compile_for_gpu(
                      "engine": record, "runtime_settings": settings}  # fmt: skip
         else:
             why = reason
-            (work / "model.onnx").write_bytes(bundle.model_path.read_bytes())
+            save_model(bundle.model_path, work / "model.onnx")
             command = (
                 f"vilt-edge compile {shlex.quote(out.name)} --target {profile.name} "
                 f"-o {shlex.quote(out.name + '-engine')} --max-batch {options.max_batch}"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.bundle import Bundle, write_bundle
+from vilt_edge.bundle import Bundle, external_data_file, save_model, write_bundle
 from vilt_edge.errors import BundleError, DataError, InputError
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
 from vilt_edge.quantize.graph import (
@@ -417,9 +417,10 @@ class Quantizer:
                 self._int8(prepared, model, cache)
 
             def write_files(staging: Path) -> None:
-                shutil.copyfile(model, staging / source.manifest.model_file)
+                model_file = source.manifest.model_file
+                save_model(model, staging / model_file)
                 for name in source.manifest.files:
-                    if name != source.manifest.model_file:
+                    if name not in (model_file, external_data_file(model_file)):
                         shutil.copyfile(source.path / name, staging / name)
 
             manifest = source.manifest
