@@ -113,13 +113,9 @@ def ask(
 
 
 def _load_bundle(bundle: str):
-    from vilt_edge.bundle import load_bundle
+    from vilt_edge.default_model import open_bundle
 
-    if bundle == "default":
-        from vilt_edge.default_model import default_bundle_path
-
-        return load_bundle(default_bundle_path())
-    return load_bundle(bundle)
+    return open_bundle(bundle)
 
 
 def _load_runtime(bundle: str, threads: int | None):

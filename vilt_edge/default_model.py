@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vilt_edge.bundle import load_bundle, sha256_file
+from vilt_edge.bundle import Bundle, load_bundle, sha256_file
 from vilt_edge.errors import BundleError, ViltEdgeError
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "default_weights"
@@ -43,3 +43,11 @@ def default_bundle_path() -> Path:
         ) from None
     export_bundle("default", bundle, overwrite=True)
     return bundle
+
+
+def open_bundle(spec: str | os.PathLike) -> Bundle:
+    """A bundle by path, or the string "default" for the embedded model's (a directory named
+    default loads as `./default`); verified like `load_bundle`."""
+    if isinstance(spec, str) and spec == "default":
+        return load_bundle(default_bundle_path())
+    return load_bundle(spec)

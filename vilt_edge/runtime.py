@@ -25,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.bundle import MANIFEST, Bundle, Manifest, load_bundle
+from vilt_edge.bundle import MANIFEST, Bundle, Manifest
 from vilt_edge.errors import BundleError, InputError
 from vilt_edge.preprocess import ImageSource, preprocess_image
 from vilt_edge.runtimes import Runner, get_runner
 from vilt_edge.text import QuestionTokenizer
-
-DEFAULT = "default"  # the bundle name that means the embedded default model
 
 
 @dataclass(frozen=True)
@@ -111,11 +109,9 @@ class ViltRuntime:
         The bundle's files are checked against their sha256 first: a missing, truncated or
         altered file raises `BundleError` naming it.
         """
-        if isinstance(bundle, str) and bundle == DEFAULT:
-            from vilt_edge.default_model import default_bundle_path
+        from vilt_edge.default_model import open_bundle
 
-            bundle = default_bundle_path()
-        return cls(load_bundle(bundle), threads=threads)
+        return cls(open_bundle(bundle), threads=threads)
 
     @property
     def task(self) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.bundle import Bundle, external_data_file, load_bundle, write_bundle
+from vilt_edge.bundle import Bundle, external_data_file, write_bundle
 from vilt_edge.devices import DeviceProfile, detect_host, get_profile
 from vilt_edge.errors import BundleError, InputError
 
@@ -169,11 +169,9 @@ def compile_bundle(
     status = status or (lambda message: None)
     if out is not None and Path(out).exists() and not options.overwrite and not options.check_only:
         raise BundleError(f"output exists: {out} (choose another path or pass --overwrite)")
-    if isinstance(source, str) and source == "default":
-        from vilt_edge.default_model import default_bundle_path
+    from vilt_edge.default_model import open_bundle
 
-        source = default_bundle_path()
-    bundle = load_bundle(source)
+    bundle = open_bundle(source)
     profile = options.profile()
     options.check(profile, bundle.manifest.patch_size)
     check_precision(bundle, profile)
