@@ -149,3 +149,22 @@ def test_logits_are_not_trivially_equal(case):
     first = case.exact_logits(384, 384, 1)
     second = case.exact_logits(384, 512, 1)
     assert np.abs(first - second).max() > 1e-4
+
+
+def test_export_wrapper_runs_the_last_layer_for_cls_only(case):
+    """The exported forward (`ExportWrapper`) computes the last layer's MLP for the [CLS] row
+    alone, gives transformers' logits, and leaves the model's own forward as it was."""
+    from vilt_edge.modeling import ExportWrapper
+
+    rows = []
+    dense = case.exact.vilt.encoder.layer[-1].intermediate.dense
+    hook = dense.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[-2]))
+    try:
+        input_ids, attention_mask, pixel_values = case.inputs(384, 512, 4)
+        with torch.no_grad():
+            wrapped = ExportWrapper(case.exact)(input_ids, attention_mask, pixel_values).numpy()
+    finally:
+        hook.remove()
+    assert rows and set(rows) == {1}
+    assert not case.exact.vilt.pooled_only
+    assert float(np.abs(wrapped - case.reference_logits(384, 512, 4)).max()) <= TORCH_LIMIT

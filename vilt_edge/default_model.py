@@ -1,7 +1,7 @@
 """The embedded default: an easy-VQA ViLT shipped as weights inside the package.
 
 Its bundle is exported once, on first use, into a cache directory keyed by the weights' hash
-(`$VILT_EDGE_CACHE`, else `~/.cache/vilt-edge`), so `vilt-edge ask default ...` works offline.
+and the exporter's revision (`$VILT_EDGE_CACHE`, else `~/.cache/vilt-edge`), so `vilt-edge ask default ...` works offline.
 Shipping the ONNX beside the weights would double the package size, hence the one-time export.
 """
 
@@ -27,7 +27,9 @@ def default_bundle_path() -> Path:
         raise BundleError(
             f"the embedded default model is not in this installation ({DEFAULT_WEIGHTS_DIR})"
         )
-    bundle = cache_dir() / f"default-{sha256_file(weights)[:16]}"
+    from vilt_edge.bundle import EXPORT_REVISION
+
+    bundle = cache_dir() / f"default-{sha256_file(weights)[:16]}-e{EXPORT_REVISION}"
     if bundle.is_dir():
         try:
             load_bundle(bundle)

@@ -17,6 +17,8 @@ group them by size first, as `vilt_edge.runtime` does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers import ViltConfig
@@ -66,6 +68,9 @@ class ExactViltModel(ViltModel):
     def __init__(self, config: ViltConfig, add_pooling_layer: bool = True):
         super().__init__(config, add_pooling_layer=add_pooling_layer)
         self.embeddings = ExactViltEmbeddings(config)
+        # When True (set by `ExportWrapper`), the last layer computes only the [CLS] row the
+        # pooler reads: see `first_token_layer`. Hidden states or attentions turn it off.
+        self.pooled_only = False
         self.post_init()
 
     def forward(
@@ -99,13 +104,22 @@ class ExactViltModel(ViltModel):
         )
         dtype = embedding_output.dtype
         additive_mask = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        encoder_outputs = self.encoder(
-            embedding_output,
-            attention_mask=additive_mask,
-            output_attentions=bool(output_attentions),
-            output_hidden_states=bool(output_hidden_states),
-            return_dict=True,
-        )
+        if self.pooled_only and self.pooler is not None and not (
+            output_attentions or output_hidden_states
+        ):
+            hidden = embedding_output
+            for layer in self.encoder.layer[:-1]:
+                hidden = layer(hidden, additive_mask)[0]
+            hidden = first_token_layer(self.encoder.layer[-1], hidden, additive_mask)
+            encoder_outputs = BaseModelOutputWithPooling(last_hidden_state=hidden)
+        else:
+            encoder_outputs = self.encoder(
+                embedding_output,
+                attention_mask=additive_mask,
+                output_attentions=bool(output_attentions),
+                output_hidden_states=bool(output_hidden_states),
+                return_dict=True,
+            )
         sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         return BaseModelOutputWithPooling(
@@ -114,6 +128,35 @@ class ExactViltModel(ViltModel):
             hidden_states=encoder_outputs.hidden_states,
             attentions=encoder_outputs.attentions,
         )
+
+
+def first_token_layer(layer: nn.Module, hidden: torch.Tensor, additive_mask: torch.Tensor):
+    """One `ViltLayer` for the first ([CLS]) row only: (batch, L, H) -> (batch, 1, H).
+
+    Every row of a transformer layer's output depends on all rows only through the keys and
+    values of self-attention; the query, the attention output, both residuals, the LayerNorms
+    and the MLP are row by row. So when only the pooler's [CLS] row is read after the last
+    layer, that layer needs keys and values for all L rows but a query, an output projection
+    and an MLP for one row: the same arithmetic for that row as `ViltLayer.forward`, with the
+    last layer's Q, output and MLP GEMMs about L times smaller (a twelfth of ViLT-B/32's work).
+    """
+    attention = layer.attention.attention
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    batch = hidden.shape[0]
+    normed = layer.layernorm_before(hidden)
+    query = attention.query(normed[:, :1]).view(batch, 1, heads, size).transpose(1, 2)
+    key = attention.key(normed).view(batch, -1, heads, size).transpose(1, 2)
+    value = attention.value(normed).view(batch, -1, heads, size).transpose(1, 2)
+    if isinstance(attention, SdpaViltSelfAttention):
+        context = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=additive_mask
+        )
+    else:  # transformers' eager arithmetic, as in ViltSelfAttention.forward
+        scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(size)
+        context = torch.matmul(torch.softmax(scores + additive_mask, dim=-1), value)
+    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
+    first = layer.attention.output(context, None) + hidden[:, :1]
+    return layer.output(layer.intermediate(layer.layernorm_after(first)), first)
 
 
 class ExactViltForQuestionAnswering(ViltForQuestionAnswering):
@@ -143,7 +186,8 @@ EXACT_CLASS_FOR_TASK = {
 class ExportWrapper(nn.Module):
     """Plain-tensor signature for export: (input_ids, attention_mask, pixel_values) -> logits.
 
-    token_type_ids are always zero in ViLT's text embeddings, so they are not an input.
+    token_type_ids are always zero in ViLT's text embeddings, so they are not an input. The
+    last layer runs for the [CLS] row only (`first_token_layer`): same logits, less work.
     """
 
     def __init__(self, model: nn.Module):
@@ -151,9 +195,17 @@ class ExportWrapper(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, pixel_values):
-        return self.model(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
-        ).logits
+        vilt = getattr(self.model, "vilt", None)
+        exact = isinstance(vilt, ExactViltModel)
+        if exact:  # the logits read only the pooled [CLS] row: see `first_token_layer`
+            before, vilt.pooled_only = vilt.pooled_only, True
+        try:
+            return self.model(
+                input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values
+            ).logits
+        finally:
+            if exact:
+                vilt.pooled_only = before
 
 
 class SdpaViltSelfAttention(nn.Module):
