@@ -1,7 +1,8 @@
 """The embedded default: an easy-VQA ViLT shipped as weights inside the package.
 
 Its bundle is exported once, on first use, into a cache directory keyed by the weights' hash
-and the exporter's revision (`$VILT_EDGE_CACHE`, else `~/.cache/vilt-edge`), so `vilt-edge ask default ...` works offline.
+and the exporter's revision (`$VILT_EDGE_CACHE`, else `~/.cache/vilt-edge`), so
+`vilt-edge ask default ...` works offline.
 Shipping the ONNX beside the weights would double the package size, hence the one-time export.
 """
 
