@@ -104,8 +104,10 @@ class ExactViltModel(ViltModel):
         )
         dtype = embedding_output.dtype
         additive_mask = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        if self.pooled_only and self.pooler is not None and not (
-            output_attentions or output_hidden_states
+        if (
+            self.pooled_only
+            and self.pooler is not None
+            and not (output_attentions or output_hidden_states)
         ):
             hidden = embedding_output
             for layer in self.encoder.layer[:-1]:
