@@ -7,6 +7,9 @@ does not depend on the values), one 384x512 image, 40 text tokens, batch 1. Rows
 
 - transformers eager FP32: `ViltForQuestionAnswering` as shipped, in torch;
 - vilt-edge FP32: the exported bundle in ONNX Runtime;
+- naive ONNX Runtime dynamic INT8: `onnxruntime.quantization.quantize_dynamic` with its defaults
+  on that same FP32 graph, in a plain `InferenceSession` (what a user gets without vilt-edge's
+  quantizer; the transformers model itself cannot be exported, so its graph is vilt-edge's);
 - INT8 dynamic and INT8 static (Q/DQ): `vilt-edge quantize` bundles with the host CPU preset;
 - INT8 static, TensorRT preset: the symmetric Q/DQ layout made for TensorRT, run here in ONNX
   Runtime for reference only (on a Jetson TensorRT runs it).
@@ -14,11 +17,13 @@ does not depend on the values), one 384x512 image, 40 text tokens, batch 1. Rows
 Static INT8 is calibrated on 16 easy-VQA training examples (real images and questions); the
 random weights make the answers meaningless, so only latency is reported. Each row is the median
 (p50) and p90 of `--runs` timed model calls after 5 warm-up calls, with `--threads` intra-op
-threads for every runtime. Ratios are to transformers eager FP32. The floor column is the roofline
-prediction on this machine: each bundle's multiply-accumulates (`vilt_edge.roofline`, by
-precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches here, measured in the same run.
-Peak RSS is that of a fresh process that loads the bundle (verifying every file's hash) and answers
-three times; "model MB" counts the graph and, for large models, its external weights file.
+threads for every runtime. Ratios are to transformers eager FP32 and to the naive INT8 graph.
+The floor column is the roofline prediction on this machine: each bundle's multiply-accumulates
+(`vilt_edge.roofline`, by precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches
+here, measured in the same run. The closing lines check the best CPU INT8 bundle against the
+targets of the end-to-end issue (floor, eager, naive INT8, size, memory). Peak RSS is that of
+a fresh process that loads the bundle (verifying every file's hash) and answers three times;
+"model MB" counts the graph and, for large models, its external weights file.
 Needs the model, quantize and easyvqa extras.
 """
 
@@ -145,9 +150,67 @@ def peak_rss_mb(bundle: Path, height: int, width: int, threads: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+_RSS_PROBE_PLAIN = """
+import sys
+import numpy as np
+import onnxruntime as ort
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(sys.argv[2])
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+feeds = {"input_ids": np.full((1, 40), 7, np.int64), "attention_mask": np.ones((1, 40), np.int64),
+         "pixel_values": np.zeros((1, 3, int(sys.argv[3]), int(sys.argv[4])), np.float32)}
+for _ in range(3):
+    session.run(None, feeds)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(int(hwm.split()[1]) / 1024)
+"""
+
+
+def naive_dynamic_int8(fp32_bundle: Path, out: Path) -> Path:
+    """`quantize_dynamic` with ONNX Runtime's defaults on the FP32 bundle's graph."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    out.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(fp32_bundle / "model.onnx", out / "model.onnx")
+    return out / "model.onnx"
+
+
+def plain_session_times(
+    model: Path, fp32_bundle: Path, height: int, width: int, runs: int, threads: int
+) -> list[float]:
+    """Like `bundle_times`, for a bare .onnx file in a default `InferenceSession` (the feeds
+    are the FP32 bundle's, whose graph it shares)."""
+    import onnxruntime as ort
+
+    from vilt_edge.bench import synthetic_feeds
+    from vilt_edge.runtime import ViltRuntime
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    runtime = ViltRuntime.load(fp32_bundle, threads=1)  # only for its tokenizer and manifest
+    feeds = synthetic_feeds(runtime, (height, width), 40, 1)
+    runtime.close()
+    return time_calls(lambda: session.run(None, feeds), runs)
+
+
+def plain_peak_rss_mb(model: Path, height: int, width: int, threads: int) -> float:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE_PLAIN, str(model), str(threads), str(height), str(width)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def bundle_model_mb(bundle: Path) -> float:
     """The model's bytes on disk: the graph and, for large models, its weights file."""
     return sum(p.stat().st_size for p in bundle.glob("model.onnx*")) / 1e6
+
+
+NAIVE = "naive ORT dynamic INT8 (quantize_dynamic defaults)"
 
 
 def main() -> None:
@@ -185,6 +248,9 @@ def main() -> None:
             path = work / name.split(" (")[0].replace(" ", "-").replace(",", "")
             variants.append((name, quantize_bundle(fp32, path, options)[0].path))
 
+        print("quantizing: naive ONNX Runtime dynamic INT8 ...", file=sys.stderr)
+        naive = naive_dynamic_int8(fp32, work / "naive")
+
         print("measuring GEMM ceilings and counting operations ...", file=sys.stderr)
         from vilt_edge.roofline import count_graph, measure_ceilings
 
@@ -194,11 +260,18 @@ def main() -> None:
             cost = count_graph(path / "model.onnx", (height, width), text_length=40)
             floors[name] = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs) * 1e3
         gops = cost.gops
+        cost = count_graph(naive, (height, width), text_length=40)
+        floors[NAIVE] = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs) * 1e3
 
         rss: dict[str, float] = {}
         print("timing transformers eager FP32 ...", file=sys.stderr)
         eager = eager_times(hf, height, width, args.runs, args.threads)
         rows.append(("transformers eager FP32 (torch)", eager, None))
+        print(f"timing {NAIVE} ...", file=sys.stderr)
+        naive_size = sum(p.stat().st_size for p in naive.parent.glob("model.onnx*")) / 1e6
+        naive_times = plain_session_times(naive, fp32, height, width, args.runs, args.threads)
+        rows.append((NAIVE, naive_times, naive_size))
+        rss[NAIVE] = plain_peak_rss_mb(naive, height, width, args.threads)
         for name, path in variants:
             print(f"timing {name} ...", file=sys.stderr)
             size = bundle_model_mb(path)
@@ -206,7 +279,8 @@ def main() -> None:
             rss[name] = peak_rss_mb(path, height, width, args.threads)
 
     base = statistics.median(eager)
-    ort_fp32 = statistics.median(rows[1][1])
+    p50s = {name: statistics.median(times) for name, times, _ in rows}
+    naive_p50 = p50s[NAIVE]
     print(
         f"\nViLT-B/32 ({args.layers} layers), {height}x{width} image, 40 tokens, batch 1, "
         f"{args.threads} threads, "
@@ -219,8 +293,8 @@ def main() -> None:
         "floor = its operations at those ceilings\n"
     )
     header = (
-        f"| {'variant':<48} | {'p50 ms':>8} | {'p90 ms':>8} | {'x eager':>8} | "
-        f"{'x ORT FP32':>10} | {'floor ms':>8} | {'x floor':>7} | {'model MB':>8} | "
+        f"| {'variant':<52} | {'p50 ms':>8} | {'p90 ms':>8} | {'x eager':>8} | "
+        f"{'x naive INT8':>12} | {'floor ms':>8} | {'x floor':>7} | {'model MB':>8} | "
         f"{'peak RSS MB':>11} | {'RSS/model':>9} |"
     )
     print(header)
@@ -234,14 +308,32 @@ def main() -> None:
         peak = rss.get(name)
         rss_text = f"{peak:11.0f} | {peak / size:8.2f}x" if peak else f"{'-':>11} | {'-':>9}"
         print(
-            f"| {name:<48} | {p50:8.1f} | {p90:8.1f} | {base / p50:7.2f}x | "
-            f"{ort_fp32 / p50:9.2f}x | {floor_text} | {size_text} | {rss_text} |"
+            f"| {name:<52} | {p50:8.1f} | {p90:8.1f} | {base / p50:7.2f}x | "
+            f"{naive_p50 / p50:11.2f}x | {floor_text} | {size_text} | {rss_text} |"
         )
         table.append({"variant": name, "p50_ms": p50, "p90_ms": p90, "speedup_vs_eager": base / p50,
-                      "speedup_vs_ort_fp32": ort_fp32 / p50, "floor_ms": floor,
+                      "speedup_vs_naive_int8": naive_p50 / p50, "floor_ms": floor,
                       "model_mb": size, "peak_rss_mb": peak})  # fmt: skip
+    sizes = {name: size for name, _, size in rows}
+    best = min(("INT8 dynamic", "INT8 static (Q/DQ)"), key=p50s.__getitem__)
+    p50 = p50s[best]
+    checks = [
+        ("p50 <= 35 ms (AMD EPYC figure) and <= 1.35x floor", f"{p50:.1f} ms, "
+         f"{p50 / floors[best]:.2f}x floor {floors[best]:.1f} ms", p50 / floors[best] <= 1.35),
+        ("<= 1/8 of transformers eager FP32", f"{base / p50:.2f}x", base / p50 >= 8),
+        ("<= 1/1.6 of naive ORT dynamic INT8", f"{naive_p50 / p50:.2f}x", naive_p50 / p50 >= 1.6),
+        ("INT8 model <= 35% of FP32", f"{sizes[best] / sizes[variants[0][0]]:.1%}",
+         sizes[best] / sizes[variants[0][0]] <= 0.35),
+        ("peak RSS <= 1.6x model", f"{rss[best] / sizes[best]:.2f}x",
+         rss[best] / sizes[best] <= 1.6),
+    ]  # fmt: skip
+    print(f"\nbest vilt-edge CPU INT8 bundle here: {best}")
+    for target, measured, met in checks:
+        print(f"  {target:<52} {measured:<28} {'met' if met else 'NOT met'}")
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2) + "\n")
+        summary = [dict(target=t, measured=m, met=ok) for t, m, ok in checks]
+        document = {"rows": table, "best": best, "checks": summary}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":
