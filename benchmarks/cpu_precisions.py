@@ -16,8 +16,10 @@ does not depend on the values), one 384x512 image, 40 text tokens, batch 1. Rows
 
 Static INT8 is calibrated on 16 easy-VQA training examples (real images and questions); the
 random weights make the answers meaningless, so only latency is reported. Each row is the median
-(p50) and p90 of `--runs` timed model calls after 5 warm-up calls, with `--threads` intra-op
-threads for every runtime. Ratios are to transformers eager FP32 and to the naive INT8 graph.
+(p50) and p90 of `--runs` timed model calls, with `--threads` intra-op threads for every
+runtime; every variant is loaded first, then they take turns in `--rounds` rounds (2 warm-up
+calls before each block), so a slow spell of a shared machine falls on all rows alike. Ratios
+are to transformers eager FP32 and to the naive INT8 graph.
 The floor column is the roofline prediction on this machine: each bundle's multiply-accumulates
 (`vilt_edge.roofline`, by precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches
 here, measured in the same run. The closing lines check the best CPU INT8 bundle against the
@@ -91,7 +93,8 @@ def time_calls(call, runs: int, warmup: int = 5) -> list[float]:
     return times
 
 
-def eager_times(hf_dir: Path, height: int, width: int, runs: int, threads: int) -> list[float]:
+def eager_call(hf_dir: Path, height: int, width: int, threads: int):
+    """One answer of transformers' model, as a no-argument callable."""
     import torch
     from transformers import ViltForQuestionAnswering
 
@@ -111,17 +114,31 @@ def eager_times(hf_dir: Path, height: int, width: int, runs: int, threads: int) 
                 pixel_mask=pixel_mask,
             )
 
-    return time_calls(call, runs)
+    return call
 
 
-def bundle_times(bundle: Path, height: int, width: int, runs: int, threads: int) -> list[float]:
+def bundle_call(bundle: Path, height: int, width: int, threads: int):
+    """One model call of a bundle through vilt-edge's runtime, as a no-argument callable."""
     from vilt_edge.bench import synthetic_feeds
     from vilt_edge.runtime import ViltRuntime
 
     runtime = ViltRuntime.load(bundle, threads=threads)
     feeds = synthetic_feeds(runtime, (height, width), 40, 1)
-    times = time_calls(lambda: runtime.runner.run(feeds), runs)
-    runtime.close()
+    return lambda: runtime.runner.run(feeds)
+
+
+def interleaved_times(calls: dict, runs: int, rounds: int) -> dict[str, list[float]]:
+    """Time every callable in `rounds` rounds of `runs / rounds` calls each, taking the
+    variants in turn, so that a slow spell of this shared machine falls on all rows alike
+    rather than on whichever ran then. A pause before each block lets the previous runtime's
+    spinning worker threads go idle (they would otherwise compete for the two cores)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    per_round = max(1, runs // rounds)
+    for round_index in range(rounds):
+        for name, call in calls.items():
+            print(f"  round {round_index + 1}/{rounds}: {name}", file=sys.stderr)
+            time.sleep(0.3)
+            times[name] += time_calls(call, per_round, warmup=2)
     return times
 
 
@@ -175,10 +192,8 @@ def naive_dynamic_int8(fp32_bundle: Path, out: Path) -> Path:
     return out / "model.onnx"
 
 
-def plain_session_times(
-    model: Path, fp32_bundle: Path, height: int, width: int, runs: int, threads: int
-) -> list[float]:
-    """Like `bundle_times`, for a bare .onnx file in a default `InferenceSession` (the feeds
+def plain_session_call(model: Path, fp32_bundle: Path, height: int, width: int, threads: int):
+    """Like `bundle_call`, for a bare .onnx file in a default `InferenceSession` (the feeds
     are the FP32 bundle's, whose graph it shares)."""
     import onnxruntime as ort
 
@@ -192,7 +207,7 @@ def plain_session_times(
     runtime = ViltRuntime.load(fp32_bundle, threads=1)  # only for its tokenizer and manifest
     feeds = synthetic_feeds(runtime, (height, width), 40, 1)
     runtime.close()
-    return time_calls(lambda: session.run(None, feeds), runs)
+    return lambda: session.run(None, feeds)
 
 
 def plain_peak_rss_mb(model: Path, height: int, width: int, threads: int) -> float:
@@ -210,13 +225,15 @@ def bundle_model_mb(bundle: Path) -> float:
     return sum(p.stat().st_size for p in bundle.glob("model.onnx*")) / 1e6
 
 
+EAGER = "transformers eager FP32 (torch)"
 NAIVE = "naive ORT dynamic INT8 (quantize_dynamic defaults)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=30, help="timed calls per variant in all")
+    parser.add_argument("--rounds", type=int, default=3, help="the variants take turns this often")
     parser.add_argument("--image-size", default="384x512")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     parser.add_argument("--layers", type=int, default=12, help="fewer for a quick check only")
@@ -228,7 +245,6 @@ def main() -> None:
     from vilt_edge.quantize.presets import host_preset
     from vilt_edge.results import describe_machine, machine_description
 
-    rows = []
     with tempfile.TemporaryDirectory(prefix="vilt-edge-bench-") as temp:
         work = Path(temp)
         print("building ViLT-B/32 (random weights) and exporting it ...", file=sys.stderr)
@@ -263,20 +279,21 @@ def main() -> None:
         cost = count_graph(naive, (height, width), text_length=40)
         floors[NAIVE] = sum(2 * cost.macs[p] / ceilings[p] for p in cost.macs) * 1e3
 
-        rss: dict[str, float] = {}
-        print("timing transformers eager FP32 ...", file=sys.stderr)
-        eager = eager_times(hf, height, width, args.runs, args.threads)
-        rows.append(("transformers eager FP32 (torch)", eager, None))
-        print(f"timing {NAIVE} ...", file=sys.stderr)
-        naive_size = sum(p.stat().st_size for p in naive.parent.glob("model.onnx*")) / 1e6
-        naive_times = plain_session_times(naive, fp32, height, width, args.runs, args.threads)
-        rows.append((NAIVE, naive_times, naive_size))
-        rss[NAIVE] = plain_peak_rss_mb(naive, height, width, args.threads)
+        print("measuring peak RSS (a fresh process per model) ...", file=sys.stderr)
+        rss = {NAIVE: plain_peak_rss_mb(naive, height, width, args.threads)}
+        sizes = {NAIVE: sum(p.stat().st_size for p in naive.parent.glob("model.onnx*")) / 1e6}
         for name, path in variants:
-            print(f"timing {name} ...", file=sys.stderr)
-            size = bundle_model_mb(path)
-            rows.append((name, bundle_times(path, height, width, args.runs, args.threads), size))
             rss[name] = peak_rss_mb(path, height, width, args.threads)
+            sizes[name] = bundle_model_mb(path)
+
+        print("loading every variant and timing them in turn ...", file=sys.stderr)
+        calls = {EAGER: eager_call(hf, height, width, args.threads)}
+        calls[NAIVE] = plain_session_call(naive, fp32, height, width, args.threads)
+        for name, path in variants:
+            calls[name] = bundle_call(path, height, width, args.threads)
+        times = interleaved_times(calls, args.runs, args.rounds)
+        rows = [(name, times[name], sizes.get(name)) for name in calls]
+        eager = times[EAGER]
 
     base = statistics.median(eager)
     p50s = {name: statistics.median(times) for name, times, _ in rows}
@@ -314,7 +331,6 @@ def main() -> None:
         table.append({"variant": name, "p50_ms": p50, "p90_ms": p90, "speedup_vs_eager": base / p50,
                       "speedup_vs_naive_int8": naive_p50 / p50, "floor_ms": floor,
                       "model_mb": size, "peak_rss_mb": peak})  # fmt: skip
-    sizes = {name: size for name, _, size in rows}
     best = min(("INT8 dynamic", "INT8 static (Q/DQ)"), key=p50s.__getitem__)
     p50 = p50s[best]
     checks = [
