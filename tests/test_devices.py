@@ -92,16 +92,19 @@ def analytic_macs(config, text_length: int, height: int, width: int) -> int:
     patches = (height // p) * (width // p)
     tokens = text_length + 1 + patches
     layer = 4 * tokens * h * h + 2 * tokens * h * i + 2 * tokens * tokens * h
+    # The exported last layer runs Q, the output projection and the MLP for [CLS] alone
+    # (keys and values for every token): see vilt_edge.modeling.first_token_layer.
+    last = 2 * tokens * h * h + 2 * h * h + 2 * h * i + 2 * tokens * h
     conv = patches * h * 3 * p * p
     head = h * h + h * 2 * h + 2 * h * config.num_labels  # pooler, classifier MLP
-    return config.num_hidden_layers * layer + conv + head
+    return (config.num_hidden_layers - 1) * layer + last + conv + head
 
 
 def test_count_graph_matches_the_architecture(tiny_vqa_bundle):
     manifest = json.loads((tiny_vqa_bundle / "manifest.json").read_text())
     config = tiny_config("vqa")
     for height, width in [(384, 384), (384, 512)]:
-        cost = count_graph(tiny_vqa_bundle / "model.onnx", (height, width))
+        cost = count_graph(tiny_vqa_bundle / "model.onnx", (height, width), text_length=40)
         expected = analytic_macs(config, manifest["text_length"], height, width)
         assert cost.macs == {"int8": 0, "fp16": 0, "fp32": expected}
         assert not cost.uncounted
@@ -118,10 +121,11 @@ def test_count_graph_of_an_int8_bundle(tiny_vqa_bundle, tmp_path):
     bundle, _ = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options)
     config = tiny_config("vqa")
     manifest = json.loads((tiny_vqa_bundle / "manifest.json").read_text())
-    cost = count_graph(bundle.model_path, (384, 384))
+    cost = count_graph(bundle.model_path, (384, 384), text_length=40)
     total = analytic_macs(config, manifest["text_length"], 384, 384)
     tokens = manifest["text_length"] + 1 + 144
-    attention = config.num_hidden_layers * 2 * tokens * tokens * config.hidden_size
+    layers = config.num_hidden_layers  # the last one attends from [CLS] alone
+    attention = ((layers - 1) * 2 * tokens * tokens + 2 * tokens) * config.hidden_size
     conv = 144 * config.hidden_size * 3 * 32 * 32
     # Linear layers run in INT8; attention (fused, float) and the patch Conv stay FP32.
     assert cost.macs["fp32"] == attention + conv
@@ -130,7 +134,7 @@ def test_count_graph_of_an_int8_bundle(tiny_vqa_bundle, tmp_path):
 
 
 def test_predict_floor_is_the_larger_of_compute_and_memory(tiny_vqa_bundle):
-    cost = count_graph(tiny_vqa_bundle / "model.onnx", (384, 384))
+    cost = count_graph(tiny_vqa_bundle / "model.onnx", (384, 384), text_length=40)
     orin = get_profile("jetson-orin-nano")
     floor = predict_floor(cost, orin)
     compute = 2 * cost.macs["fp32"] / (orin.peak_fp32_tflops * 1e12) * 1e3

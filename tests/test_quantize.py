@@ -19,7 +19,7 @@ from vilt_edge.bundle import load_bundle
 from vilt_edge.cli import app
 from vilt_edge.errors import DataError, InputError
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
-from vilt_edge.quantize.graph import layer_groups
+from vilt_edge.quantize.graph import fuse_for_onnxruntime_cpu, layer_groups
 from vilt_edge.quantize.presets import PRESETS, host_preset, preset_for
 from vilt_edge.runtime import ViltRuntime
 from vilt_edge.validate import DataSet, load_data, validate
@@ -73,12 +73,24 @@ def test_static_int8_cpu_bundle(int8_cpu, tiny_vqa_bundle, easy_sample):
     # GELU and attention run as ONNX Runtime's fused CPU ops: one attention per layer, one
     # GELU per layer plus the VQA head's.
     layers = len([g for g in layer_groups(onnx.load(tiny_vqa_bundle / "model.onnx")) if "." in g])
-    expected = {"gelu": layers + 1, "sdpa": layers, "multi_head_attention": layers}
+    expected = {
+        "gelu": layers + 1,
+        "sdpa": layers,
+        "multi_head_attention": layers,
+        "unmasked_attention_branches": layers,
+    }
     assert recorded["fusions"] == expected
     fused = [n for n in model.graph.node if n.domain == "com.microsoft"]
-    assert sorted({n.op_type for n in fused}) == ["Gelu", "MultiHeadAttention"]
-    assert ops.count("MultiHeadAttention") == layers and ops.count("Softmax") == 0
-    assert ops.count("Erf") == 0
+    assert sorted({n.op_type for n in fused}) == ["Gelu"]
+    # Each attention sits in an If: unmasked when no token is padding, masked otherwise.
+    branches = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(branches) == layers and ops.count("Softmax") == 0 and ops.count("Erf") == 0
+    for node in branches:
+        branch = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        then, otherwise = branch["then_branch"], branch["else_branch"]
+        assert [n.op_type for n in then.node] == [n.op_type for n in otherwise.node]
+        assert [n.op_type for n in then.node] == ["MultiHeadAttention"]
+        assert len(then.node[0].input) <= 4 < len(otherwise.node[0].input)
     weights = initializers(model)
     per_channel = [
         n for n in model.graph.node
@@ -168,8 +180,12 @@ def test_dynamic_int8(tiny_vqa_bundle, tmp_path, easy_sample):
     options = QuantizeOptions(precision="int8", mode="dynamic", target="x86-avx2")
     bundle, summary = quantize_bundle(tiny_vqa_bundle, tmp_path / "dyn", options)
     assert summary["calibration"] is None and summary["preset"]["reduce_range"] is True
-    ops = {node.op_type for node in onnx.load(bundle.model_path).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger", "MultiHeadAttention", "Gelu"} <= ops
+    graph = onnx.load(bundle.model_path).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger", "If", "Gelu"} <= ops
+    # Attention (fused, float) sits in the If's branches: unmasked when no token is padding.
+    branched = {n.op_type for node in graph.node for a in node.attribute if a.g for n in a.g.node}
+    assert branched == {"MultiHeadAttention"}
     # The patch projection stays a float Conv (ConvInteger is slower than float on x86).
     assert "Conv" in ops and "ConvInteger" not in ops
     # The word-embedding table is stored in 8 bits (a fifth of ViLT-B/32's FP32 file).
@@ -210,9 +226,10 @@ def test_fp16_keeps_layernorm_softmax_and_overflowing_tensors_fp32(
 
 @pytest.fixture(scope="module")
 def seed3_vqa_bundle(tmp_path_factory):
-    """A tiny VQA model (seed 3) with an activation outlier in layer 1 (one MLP unit with a
-    large bias whose output weights are zero): FP32 answers are unchanged, but the outlier
-    stretches INT8 ranges, and INT8 flips a few of the near-tied random answers."""
+    """A tiny VQA model (seed 3) with an activation outlier in layer 0 (one MLP unit with a
+    large bias whose output weights are zero) and that layer's MLP output scaled up 10x so it
+    matters: the outlier stretches the INT8 range of the MLP's input, and INT8 flips the
+    random model's near-tied answers."""
     import torch
     from conftest import random_transformers_model, write_hf_directory
 
@@ -220,9 +237,10 @@ def seed3_vqa_bundle(tmp_path_factory):
 
     model = random_transformers_model("vqa", seed=3)
     with torch.no_grad():
-        layer = model.vilt.encoder.layer[1]
+        layer = model.vilt.encoder.layer[0]
         layer.intermediate.dense.bias[0] = 400.0
         layer.output.dense.weight[:, 0] = 0.0
+        layer.output.dense.weight *= 10.0
     hf = write_hf_directory(model, tmp_path_factory.mktemp("s3"))
     return export_bundle(hf, tmp_path_factory.mktemp("s3b") / "vqa").path
 
@@ -364,3 +382,42 @@ def test_quantize_cli_bad_inputs_are_one_line(tiny_vqa_bundle, tmp_path, int8_cp
     one_line_error(
         runner.invoke(app, ["quantize", bundle, "--calib", CALIB, "-o", out]), 4, "output exists"
     )
+
+
+def test_unmasked_attention_branch_gives_the_same_logits(tiny_vqa_bundle, tmp_path):
+    """The fused CPU graph (GELU, attention, If on an unpadded mask) against the exported one,
+    in FP32: unpadded questions take the unmasked branch, padded batches the masked one."""
+    import onnxruntime
+
+    fused = tmp_path / "fused.onnx"
+    counts = fuse_for_onnxruntime_cpu(tiny_vqa_bundle / "model.onnx", fused)
+    layers = len([g for g in layer_groups(onnx.load(tiny_vqa_bundle / "model.onnx")) if "." in g])
+    assert counts["unmasked_attention_branches"] == layers
+    sessions = [
+        onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for path in (tiny_vqa_bundle / "model.onnx", fused)
+    ]
+    rng = np.random.default_rng(3)
+    for length, padded in [(9, False), (40, False), (9, True)]:
+        input_ids = rng.integers(5, 30, (2, length)).astype(np.int64)
+        mask = np.ones_like(input_ids)
+        if padded:
+            mask[1, 5:] = 0
+        feeds = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "pixel_values": rng.standard_normal((2, 3, 64, 96)).astype(np.float32),
+        }
+        reference, branched = (s.run(["logits"], feeds)[0] for s in sessions)
+        assert np.abs(reference - branched).max() <= 1e-4, (length, padded)
+
+
+def test_quantize_leaves_nothing_in_the_working_directory(tiny_vqa_bundle, tmp_path, monkeypatch):
+    """ONNX Runtime's shape inference drops debugging copies into the working directory when it
+    fails; the quantizer runs it in its own temporary directory."""
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    options = QuantizeOptions(precision="int8", mode="dynamic")
+    quantize_bundle(tiny_vqa_bundle, tmp_path / "out", options)
+    assert list(here.iterdir()) == []

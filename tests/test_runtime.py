@@ -473,3 +473,42 @@ def test_exported_tiny_nlvr2_matches_transformers(tiny_nlvr2_bundle: Path, tiny_
     true = torch.softmax(logits, -1)[model.config.label2id["True"]].item()
     assert [a.answer for a in answers] == (["True", "False"] if true >= 0.5 else ["False", "True"])
     assert dict((a.answer, a.score) for a in answers)["True"] == pytest.approx(true, abs=1e-4)
+
+
+def test_trim_padding_cuts_columns_past_the_longest_question():
+    from vilt_edge.runtime import trim_padding
+
+    ids = np.arange(20, dtype=np.int64).reshape(2, 10)
+    mask = np.zeros((2, 10), dtype=np.int64)
+    mask[0, :3], mask[1, :6] = 1, 1
+    cut_ids, cut_mask = trim_padding(ids, mask)
+    assert cut_ids.shape == cut_mask.shape == (2, 6)
+    assert np.array_equal(cut_ids, ids[:, :6]) and np.array_equal(cut_mask, mask[:, :6])
+    mask[:] = 0
+    mask[:, 0] = 1  # never fewer than 2 columns ([CLS] and [SEP])
+    assert trim_padding(ids, mask)[0].shape == (2, 2)
+    full = np.ones((2, 10), dtype=np.int64)
+    assert trim_padding(ids, full)[0].shape == (2, 10)
+
+
+def test_runtime_feeds_an_exported_bundle_only_the_question_s_tokens(tiny_vqa_bundle: Path):
+    """Exported graphs take any text length up to the bundle's; the runtime cuts the padding,
+    and the logits are those of the padded input."""
+    question = "what is the color of the circle?"
+    image = picture(300, 200, 5)
+    with ViltRuntime.load(tiny_vqa_bundle, threads=1) as runtime:
+        assert runtime.runner.dynamic_text
+        seen = []
+        run = runtime.runner.run
+        runtime.runner.run = lambda feeds: seen.append(feeds["input_ids"].shape) or run(feeds)
+        logits = runtime.logits_batch([image], [question])
+        input_ids, mask = runtime.tokenizer.encode([question])
+        assert seen == [(1, int(mask.sum()))] and int(mask.sum()) < input_ids.shape[1]
+        padded = run(
+            {
+                "input_ids": input_ids,
+                "attention_mask": mask,
+                "pixel_values": runtime.feeds([image], [question])["pixel_values"],
+            }
+        )
+    assert np.abs(logits - padded).max() <= 1e-5

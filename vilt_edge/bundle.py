@@ -30,8 +30,9 @@ from vilt_edge.errors import BundleError
 FORMAT_NAME = "vilt-edge-bundle"
 FORMAT_VERSION = 1
 # Bumped when the exported graph changes for the same weights (the default model's cached
-# export is keyed by it). 2: the last layer runs for the [CLS] row only.
-EXPORT_REVISION = 2
+# export is keyed by it). 2: the last layer runs for the [CLS] row only. 3: the text axis is
+# dynamic (up to the bundle's text length), so the runtime cuts padding columns.
+EXPORT_REVISION = 3
 MANIFEST = "manifest.json"
 TASKS = ("vqa", "nlvr2")
 

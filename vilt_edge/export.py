@@ -3,8 +3,9 @@
     vilt-edge export MODEL -o BUNDLE [--opset 17]
     from vilt_edge.export import export_bundle; export_bundle("path/to/hf-vilt-dir", "bundle")
 
-The graph takes `input_ids` and `attention_mask` (int64, batch x text_length: questions are
-padded to the model's maximum text length) and `pixel_values` (float32, batch x 3 x H x W, or
+The graph takes `input_ids` and `attention_mask` (int64, batch x text: any length from 2 up to
+the model's text length; the runtime pads questions on the right and cuts a batch's columns past
+its longest question) and `pixel_values` (float32, batch x 3 x H x W, or
 batch x 2 x 3 x H x W for NLVR2; H and W any multiples of the patch size) and returns `logits`.
 Opset >= 17 so LayerNormalization is one native op (TensorRT's FP16 path needs that).
 """
@@ -33,9 +34,11 @@ def _example_inputs(loaded: LoadedModel, batch: int = 2):
     grid = max(2, loaded.config.image_size // loaded.patch_size)
     # Non-square example so height and width stay distinct symbols in the traced graph.
     height, width = grid * loaded.patch_size, (grid + 1) * loaded.patch_size
-    input_ids = torch.ones(batch, loaded.text_length, dtype=torch.long)
+    # One token short of the maximum, so no exporter mistakes the text axis for a constant.
+    length = max(2, loaded.text_length - 1)
+    input_ids = torch.ones(batch, length, dtype=torch.long)
     attention_mask = torch.ones_like(input_ids)
-    attention_mask[:, loaded.text_length // 2 :] = 0
+    attention_mask[:, length // 2 :] = 0
     image_shape = (batch, 3, height, width)
     if loaded.num_images == 2:
         image_shape = (batch, 2, 3, height, width)
@@ -77,6 +80,7 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
+            text = torch.export.Dim("text", min=2, max=loaded.text_length)
             grid_h = torch.export.Dim("grid_h", min=1, max=1024)
             grid_w = torch.export.Dim("grid_w", min=1, max=1024)
             patch = loaded.patch_size
@@ -86,8 +90,8 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
                 dynamo=True,
                 opset_version=opset,
                 dynamic_shapes={
-                    "input_ids": {0: batch},
-                    "attention_mask": {0: batch},
+                    "input_ids": {0: batch, 1: text},
+                    "attention_mask": {0: batch, 1: text},
                     "pixel_values": {
                         0: batch,
                         image_axis: patch * grid_h,
@@ -106,8 +110,8 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
                 dynamo=False,
                 opset_version=opset,
                 dynamic_axes={
-                    "input_ids": {0: "batch"},
-                    "attention_mask": {0: "batch"},
+                    "input_ids": {0: "batch", 1: "text"},
+                    "attention_mask": {0: "batch", 1: "text"},
                     "pixel_values": {0: "batch", image_axis: "height", image_axis + 1: "width"},
                     "logits": {0: "batch"},
                 },
@@ -117,8 +121,8 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
 
 
 def _name_dynamic_axes(path: Path, loaded: LoadedModel) -> None:
-    """Give the graph's dynamic dimensions stable names (batch, height, width) for readers
-    such as TensorRT profiles and Netron."""
+    """Give the graph's dynamic dimensions stable names (batch, text, height, width) for
+    readers such as TensorRT profiles and Netron."""
     import onnx
 
     model = onnx.load(str(path))
@@ -127,6 +131,8 @@ def _name_dynamic_axes(path: Path, loaded: LoadedModel) -> None:
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_param = "batch"
+        if value.name in ("input_ids", "attention_mask") and not dims[1].HasField("dim_value"):
+            dims[1].dim_param = "text"
         if value.name == "pixel_values":
             dims[image_axes[0]].dim_param = "height"
             dims[image_axes[1]].dim_param = "width"
@@ -139,8 +145,8 @@ def input_spec(loaded: LoadedModel) -> dict:
     if loaded.num_images == 2:
         image = ["batch", 2, 3, "height", "width"]
     return {
-        "input_ids": {"dtype": "int64", "shape": ["batch", loaded.text_length]},
-        "attention_mask": {"dtype": "int64", "shape": ["batch", loaded.text_length]},
+        "input_ids": {"dtype": "int64", "shape": ["batch", "text"], "max": loaded.text_length},
+        "attention_mask": {"dtype": "int64", "shape": ["batch", "text"], "max": loaded.text_length},
         "pixel_values": {"dtype": "float32", "shape": image, "multiple_of": loaded.patch_size},
         "logits": {"dtype": "float32", "shape": ["batch", len(loaded.labels)]},
     }

@@ -1,7 +1,7 @@
 """Roofline floor: what a bundle's graph costs at its input shape, and how fast a device can go.
 
     from vilt_edge.roofline import count_graph, predict_floor
-    cost = count_graph("bundle/model.onnx", image_size=(384, 512))
+    cost = count_graph("bundle/model.onnx", image_size=(384, 512), text_length=40)
     print(cost.gops, predict_floor(cost, get_profile("jetson-orin-nano")).floor_ms)
 
 `count_graph` fixes the graph's dynamic inputs (batch, height, width), infers every tensor's shape
@@ -98,7 +98,8 @@ class Floor:
 
 
 @contextmanager
-def _working_dir(path: str):
+def working_dir(path: str | Path):
+    """Run a block in `path` (contextlib.chdir is Python 3.11+; JetPack 6 ships 3.10)."""
     previous = os.getcwd()
     os.chdir(path)
     try:
@@ -122,6 +123,10 @@ def _fix_inputs(model, batch: int, height: int, width: int, text_length: int | N
                 dim.dim_value = width
             elif text_length is not None:
                 dim.dim_value = text_length
+            elif value.name in ("input_ids", "attention_mask"):
+                raise InputError(
+                    "the graph's text length is dynamic: say how many tokens to count (text_length)"
+                )
 
 
 def _numel(shape: list[int] | None) -> int | None:
@@ -158,7 +163,7 @@ def count_graph(
     try:
         # Where inference stays incomplete, onnxruntime saves a debugging copy of the model
         # into the working directory; keep that out of the user's folder.
-        with tempfile.TemporaryDirectory(prefix="vilt-edge-shapes-") as temp, _working_dir(temp):
+        with tempfile.TemporaryDirectory(prefix="vilt-edge-shapes-") as temp, working_dir(temp):
             inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
     except Exception as error:  # noqa: BLE001 - inference failures share no base class
         raise BundleError(
@@ -190,7 +195,7 @@ def count_graph(
     macs = {"int8": 0, "fp16": 0, "fp32": 0}
     by_op: dict[str, int] = {}
     uncounted: list[str] = []
-    for node in inferred.graph.node:
+    for node in _with_branches(inferred.graph):
         op = node.op_type
         if op not in MATMULS | GEMMS | CONVS | ATTENTIONS:
             continue
@@ -228,6 +233,26 @@ def count_graph(
         activation_bytes=activation_bytes,
         uncounted=uncounted,
     )
+
+
+def _with_branches(graph):
+    """The graph's nodes, with each `If` replaced by its else-branch's nodes (the CPU presets
+    branch attention on an unpadded mask: both branches do the same work), whose outputs are
+    renamed to the `If`'s so that the shapes inferred for the outer graph apply."""
+    import onnx
+
+    for node in graph.node:
+        if node.op_type != "If":
+            yield node
+            continue
+        branch = _attr(node, "else_branch")
+        renamed = dict(zip([value.name for value in branch.output], node.output, strict=False))
+        for inner in branch.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(inner)
+            del copy.output[:]
+            copy.output.extend(renamed.get(name, name) for name in inner.output)
+            yield copy
 
 
 def _attr(node, name: str, default: Any = None) -> Any:

@@ -53,6 +53,22 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
+def trim_padding(
+    input_ids: np.ndarray, attention_mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the columns past a batch's longest question (right padding, as the tokenizer pads).
+
+    Exact: padded positions are masked out of every attention, and no output reads their rows,
+    so the logits do not change; the model just runs on fewer tokens (one short question at
+    batch 1: its own length instead of the bundle's text length). Keeps at least 2 columns.
+    """
+    if attention_mask.ndim != 2 or attention_mask.shape[1] <= 2:
+        return input_ids, attention_mask
+    valid = attention_mask.any(axis=0)
+    length = max(2, int(np.flatnonzero(valid)[-1]) + 1 if valid.any() else 2)
+    return input_ids[:, :length], attention_mask[:, :length]
+
+
 def _positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InputError(f"{what} must be at least 1; got {value!r}")
@@ -251,6 +267,8 @@ class ViltRuntime:
     def _run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, pixel_values: np.ndarray
     ) -> np.ndarray:
+        if getattr(self.runner, "dynamic_text", False):
+            input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         logits = self.runner.run(
             {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
         )

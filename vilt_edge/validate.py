@@ -336,12 +336,15 @@ def validate(
         # A compiled model is the same arithmetic as its source, which is plain ONNX to count.
         candidate = Path(source) / "model.onnx"
         model_path = candidate if candidate.is_file() else model_path
-    floor = host_floor(
-        model_path,
-        bundle.default_image_size,
-        threads=runner.get("threads"),
-        text_length=bundle.manifest.text_length,
-    )
+    text_length = bundle.manifest.text_length
+    if getattr(runtime.runner, "dynamic_text", False):
+        # The runtime cuts the padding: count the work at the median question's own length.
+        _, mask = runtime.tokenizer.encode(data.inputs()[1])
+        text_length = max(2, int(np.median(mask.sum(axis=1))))
+    threads = runner.get("threads")
+    floor = host_floor(model_path, bundle.default_image_size, threads, text_length=text_length)
+    if floor is not None:
+        floor["text_length"] = text_length
     return Results(
         variant=variant_of(runtime, name),
         data=data.name,

@@ -73,10 +73,24 @@ def _initializers(model) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
 
 
+def _all_nodes(graph):
+    """Every node of the graph and of its subgraphs (If branches, loop bodies), depth first."""
+    from onnx import AttributeProto
+
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                yield from _all_nodes(attribute.g)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _all_nodes(subgraph)
+
+
 def _check_operators(model, version: str) -> Check:
     table = operator_table(version)["operators"]
     unsupported: dict[str, int] = {}
-    for node in model.graph.node:
+    for node in _all_nodes(model.graph):
         if node.domain not in ONNX_DOMAINS:
             key = f"{node.op_type} ({node.domain})"
         elif node.op_type not in table or not table[node.op_type]["supported"]:
@@ -87,7 +101,7 @@ def _check_operators(model, version: str) -> Check:
     if unsupported:
         listed = ", ".join(f"{op} x{count}" for op, count in sorted(unsupported.items()))
         return Check("operators", False, f"not supported by TensorRT {version}: {listed}")
-    ops = len({n.op_type for n in model.graph.node})
+    ops = len({n.op_type for n in _all_nodes(model.graph)})
     return Check("operators", True, f"{ops} operator types, all supported by TensorRT {version}")
 
 

@@ -34,6 +34,7 @@ from vilt_edge.quantize.graph import (
     name_unnamed_nodes,
 )
 from vilt_edge.quantize.presets import Preset, preset_for
+from vilt_edge.roofline import working_dir
 from vilt_edge.validate import DataSet, check_task, load_data, score
 
 PRECISIONS = ("int8", "fp16")
@@ -172,12 +173,22 @@ class Quantizer:
 
         self.status("pre-processing the graph (shape inference, basic optimization)")
         prepared = work / "prepared.onnx"
+        source = self.runtime.bundle.model_path
         try:
-            quant_pre_process(self.runtime.bundle.model_path, prepared, skip_symbolic_shape=False)
+            # auto_merge: ORT's symbolic shape inference leaves the dynamic text axis incomplete
+            # unless it may merge symbols (it only annotates shapes). The working directory is
+            # the temporary one, where a failing inference drops its debugging copies.
+            with working_dir(work):
+                quant_pre_process(
+                    source.resolve(), prepared.resolve(), skip_symbolic_shape=False, auto_merge=True
+                )
             self.preprocessed = True
         except Exception as error:  # noqa: BLE001 - a failed optional step is reported, not fatal
             self.preprocessed = f"skipped: {type(error).__name__}"
-            shutil.copyfile(self.runtime.bundle.model_path, prepared)
+            shutil.copyfile(source, prepared)
+            data = source.parent / external_data_file(source.name)
+            if data.is_file():  # the copy refers to its weights by this file name
+                shutil.copyfile(data, work / external_data_file(source.name))
         if self.options.precision == "int8" and self.preset.family == "cpu":
             self.status("fusing GELU and attention into ONNX Runtime's CPU ops")
             try:
