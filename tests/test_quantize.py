@@ -7,7 +7,9 @@ models' labels overlap its answers (yes, no, red, blue, circle), so accuracy is 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -419,5 +421,7 @@ def test_quantize_leaves_nothing_in_the_working_directory(tiny_vqa_bundle, tmp_p
     here.mkdir()
     monkeypatch.chdir(here)
     options = QuantizeOptions(precision="int8", mode="dynamic")
-    quantize_bundle(tiny_vqa_bundle, tmp_path / "out", options)
+    relative = Path(os.path.relpath(tiny_vqa_bundle, here))  # as a user in another folder types it
+    _, summary = quantize_bundle(relative, tmp_path / "out", options)
+    assert summary["preprocessed"] is True
     assert list(here.iterdir()) == []

@@ -172,16 +172,14 @@ class Quantizer:
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.status("pre-processing the graph (shape inference, basic optimization)")
-        prepared = work / "prepared.onnx"
-        source = self.runtime.bundle.model_path
+        prepared = (work / "prepared.onnx").resolve()
+        source = Path(self.runtime.bundle.model_path).resolve()  # before changing directory
         try:
             # auto_merge: ORT's symbolic shape inference leaves the dynamic text axis incomplete
             # unless it may merge symbols (it only annotates shapes). The working directory is
             # the temporary one, where a failing inference drops its debugging copies.
             with working_dir(work):
-                quant_pre_process(
-                    source.resolve(), prepared.resolve(), skip_symbolic_shape=False, auto_merge=True
-                )
+                quant_pre_process(source, prepared, skip_symbolic_shape=False, auto_merge=True)
             self.preprocessed = True
         except Exception as error:  # noqa: BLE001 - a failed optional step is reported, not fatal
             self.preprocessed = f"skipped: {type(error).__name__}"
