@@ -3,7 +3,7 @@
 # split (9,673 questions), measured by `vilt-edge validate` against the FP32 bundle, then one
 # accuracy-versus-latency report. The figures in the README's quantization table come from here.
 #
-#   bash benchmarks/default_precisions.sh [OUT_DIR]     (default out/precisions; ~15 min, 2 cores)
+#   bash benchmarks/default_precisions.sh [OUT_DIR]     (default out/precisions; ~4 min, 2 cores)
 #
 # Needs the model, easyvqa, quantize and report extras.
 set -euo pipefail

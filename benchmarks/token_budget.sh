@@ -3,7 +3,7 @@
 # patches), each a `vilt-edge compile --image-short-side S` of the same INT8 bundle, validated on
 # the full easy-VQA test split against the FP32 default; one report shows the curve.
 #
-#   bash benchmarks/token_budget.sh [OUT_DIR]     (default out/token-budget; ~6 min on 2 cores)
+#   bash benchmarks/token_budget.sh [OUT_DIR]     (default out/token-budget; ~4 min on 2 cores)
 #
 # The default reads 56x56 images in 8x8 patches: 49 image tokens at 56, 9 at 24. SIDES and
 # THREADS override. Needs the model, easyvqa, quantize and report extras.
