@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vilt_edge.errors import BundleError, InputError
+from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
 
@@ -26,7 +27,7 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(RunnerBase):
     """One onnxruntime `InferenceSession` over a model file; `run(feeds)` -> logits."""
 
     name = "onnxruntime"
@@ -81,16 +82,6 @@ class OnnxRuntimeRunner:
         outputs = [node.name for node in self._session.get_outputs()]
         self._output = OUTPUT if OUTPUT in outputs else outputs[0]
 
-    @classmethod
-    def load(
-        cls,
-        model_path: str | os.PathLike,
-        threads: int | None = None,
-        settings: dict[str, Any] | None = None,
-    ) -> OnnxRuntimeRunner:
-        """`OnnxRuntimeRunner.load(path, threads)`: the registry's common constructor."""
-        return cls(model_path, threads=threads, settings=settings)
-
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """`run({"input_ids": ..., "attention_mask": ..., "pixel_values": ...})` -> logits.
 
@@ -126,12 +117,6 @@ class OnnxRuntimeRunner:
 
     def close(self) -> None:
         self._session = None
-
-    def __enter__(self) -> OnnxRuntimeRunner:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _usable_cpus() -> int:

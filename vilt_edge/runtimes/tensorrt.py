@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from vilt_edge.errors import BundleError, InputError
+from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
 NOT_INSTALLED = (
@@ -118,7 +119,7 @@ def _show(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape) if shape else "scalar"
 
 
-class TensorRTRunner:
+class TensorRTRunner(RunnerBase):
     """One deserialized TensorRT engine with an execution context, device buffers and a stream;
     `run(feeds)` -> logits (float32)."""
 
@@ -247,16 +248,6 @@ class TensorRTRunner:
             self._buffers[name] = (int(pointer), nbytes)
         self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
 
-    @classmethod
-    def load(
-        cls,
-        model_path: str | os.PathLike,
-        threads: int | None = None,
-        settings: dict[str, Any] | None = None,
-    ) -> TensorRTRunner:
-        """`TensorRTRunner.load(path, settings=runtime_settings)`: the registry's constructor."""
-        return cls(model_path, threads=threads, settings=settings)
-
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """`run({"input_ids": ..., "attention_mask": ..., "pixel_values": ...})` -> logits.
 
@@ -346,9 +337,3 @@ class TensorRTRunner:
         if self._stream is not None:
             stream, self._stream = self._stream, None
             cudart.cudaStreamDestroy(stream)
-
-    def __enter__(self) -> TensorRTRunner:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from vilt_edge.errors import BundleError, InputError
+from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
 INPUTS = ("input_ids", "attention_mask", "pixel_values")
 
 
-class TorchCudaRunner:
+class TorchCudaRunner(RunnerBase):
     name = "torch-cuda"
 
     def __init__(
@@ -103,15 +104,6 @@ class TorchCudaRunner:
         self._exported = True
         self.use_graphs = False  # TensorRT engines run their own launches
         return module
-
-    @classmethod
-    def load(
-        cls,
-        model_path: str | os.PathLike,
-        threads: int | None = None,
-        settings: dict[str, Any] | None = None,
-    ) -> TorchCudaRunner:
-        return cls(model_path, threads=threads, settings=settings)
 
     def _forward(self, inputs: dict[str, Any]):
         if self._exported:  # ExportWrapper's signature: (input_ids, attention_mask, pixels)
@@ -190,9 +182,3 @@ class TorchCudaRunner:
     def close(self) -> None:
         self._graphs.clear()
         self._model = None
-
-    def __enter__(self) -> TorchCudaRunner:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

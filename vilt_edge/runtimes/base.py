@@ -1,0 +1,41 @@
+"""What every runner shares: the registry's constructor and the context-manager protocol."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar
+
+_R = TypeVar("_R", bound="RunnerBase")  # typing.Self is Python 3.11+; JetPack 6 ships 3.10
+
+
+class RunnerBase:
+    """`load(path, threads, settings)` builds the runner; `with` closes it on exit. A subclass
+    defines `__init__(model_path, threads=None, settings=None)`, `run`, `describe` and `close`."""
+
+    def __init__(  # the signature `load` calls; subclasses replace it
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(
+        cls: type[_R],
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> _R:
+        """The registry's common constructor; `settings` are the manifest's `runtime_settings`
+        (written by `vilt-edge compile`)."""
+        return cls(model_path, threads=threads, settings=settings)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _R) -> _R:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
