@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
-    SHARED_DATA,
     one_line_error,
     random_transformers_model,
     tiny_config,
@@ -249,8 +248,8 @@ def test_distill_lower_resolution_student(teacher_dir, labeled_frames, tmp_path)
     assert runtime.logits_batch([image], ["what shape is it?"]).shape == (1, 7)
 
 
-def test_distill_nlvr2(nlvr2_teacher_dir, tmp_path):
-    data = f"nlvr2:{SHARED_DATA / 'nlvr2-mini'}"
+def test_distill_nlvr2(nlvr2_teacher_dir, tmp_path, shared_data):
+    data = f"nlvr2:{shared_data / 'nlvr2-mini'}"
     reports = []
     summary = distill(
         nlvr2_teacher_dir,
@@ -358,9 +357,9 @@ def test_cli_bad_layers_and_maps(teacher_dir, labeled_frames, tmp_path):
         assert not out.exists()
 
 
-def test_cli_wrong_task_data(teacher_dir, tmp_path):
+def test_cli_wrong_task_data(teacher_dir, tmp_path, shared_data):
     result = _distill_cli(
-        str(teacher_dir), "--layers", "2", "--data", f"nlvr2:{SHARED_DATA / 'nlvr2-mini'}",
+        str(teacher_dir), "--layers", "2", "--data", f"nlvr2:{shared_data / 'nlvr2-mini'}",
         "-o", str(tmp_path / "s"),
     )  # fmt: skip
     one_line_error(result, 5, "NLVR2 data")
