@@ -320,9 +320,10 @@ def predict_floor(cost: GraphCost, profile, peaks: dict[str, float] | None = Non
     )
 
 
-def measure_ceilings(threads: int | None = None, size: int = 1024, runs: int = 5) -> dict:
+def measure_ceilings(threads: int | None = None, size: int = 1024, runs: int = 25) -> dict:
     """This machine's GEMM ceilings in ONNX Runtime (ops/s): INT8 MatMulInteger and FP32
-    MatMul at size^3, best of `runs` after one warm-up."""
+    MatMul at size^3, best of `runs` after one warm-up (25 spread over ~0.3 s, so that a short
+    slow spell of a shared machine does not lower a ceiling)."""
     import time
 
     import numpy as np
