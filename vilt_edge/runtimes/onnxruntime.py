@@ -74,11 +74,12 @@ class OnnxRuntimeRunner(RunnerBase):
         self.input_names = [node.name for node in self._session.get_inputs()]
         # Graphs exported since EXPORT_REVISION 3 take any text length up to the bundle's, so
         # the runtime can cut a batch's padding columns (`vilt_edge.runtime.trim_padding`).
-        self.dynamic_text = all(
-            not isinstance(node.shape[1], int)
+        text_axes = [
+            node.shape[1]
             for node in self._session.get_inputs()
             if node.name in ("input_ids", "attention_mask") and len(node.shape) == 2
-        )
+        ]
+        self.dynamic_text = bool(text_axes) and not any(isinstance(d, int) for d in text_axes)
         outputs = [node.name for node in self._session.get_outputs()]
         self._output = OUTPUT if OUTPUT in outputs else outputs[0]
 
