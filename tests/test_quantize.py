@@ -188,8 +188,12 @@ def test_dynamic_int8(tiny_vqa_bundle, tmp_path, easy_sample):
     # Attention (fused, float) sits in the If's branches: unmasked when no token is padding.
     branched = {n.op_type for node in graph.node for a in node.attribute if a.g for n in a.g.node}
     assert branched == {"MultiHeadAttention"}
-    # The patch projection stays a float Conv (ConvInteger is slower than float on x86).
-    assert "Conv" in ops and "ConvInteger" not in ops
+    # The patch projection is a MatMul over flattened patches, quantized like the others: no
+    # Conv (float or ConvInteger, which is slower than float on x86) is left.
+    assert not {"Conv", "ConvInteger"} & ops
+    weights = initializers(onnx.load(bundle.model_path))
+    patch_in = 3 * 32 * 32
+    assert any(a.dtype.itemsize == 1 and a.shape[:1] == (patch_in,) for a in weights.values())
     # The word-embedding table is stored in 8 bits (a fifth of ViLT-B/32's FP32 file).
     tables = {
         name: array for name, array in initializers(onnx.load(bundle.model_path)).items()

@@ -31,8 +31,9 @@ FORMAT_NAME = "vilt-edge-bundle"
 FORMAT_VERSION = 1
 # Bumped when the exported graph changes for the same weights (the default model's cached
 # export is keyed by it). 2: the last layer runs for the [CLS] row only. 3: the text axis is
-# dynamic (up to the bundle's text length), so the runtime cuts padding columns.
-EXPORT_REVISION = 3
+# dynamic (up to the bundle's text length), so the runtime cuts padding columns. 4: the patch
+# projection is a MatMul over flattened patches, which the dynamic INT8 quantizer quantizes.
+EXPORT_REVISION = 4
 MANIFEST = "manifest.json"
 TASKS = ("vqa", "nlvr2")
 

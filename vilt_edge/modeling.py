@@ -34,9 +34,33 @@ from transformers.models.vilt.modeling_vilt import (
 class ExactViltEmbeddings(ViltEmbeddings):
     """`ViltEmbeddings` with a deterministic visual embedding: every patch, in raster order."""
 
+    def patch_tokens(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The patch projection as one matrix product: (batch, grid_h * grid_w, hidden) in
+        raster order, and the grid.
+
+        transformers runs a Conv2d whose stride equals its kernel, so its patches do not
+        overlap and it is a linear layer over each flattened 3 x P x P patch. Written that way
+        (Reshape, Transpose, MatMul) the exported graph gives ONNX Runtime's dynamic quantizer a
+        MatMul it runs in INT8 (DynamicQuantizeMatMul); it would leave a Conv float, since its
+        ConvInteger is four times slower than the float Conv (NOTES-cpu-speed.md, step 13).
+        Rows past the last whole patch are dropped, as the Conv drops them.
+        """
+        projection = self.patch_embeddings.projection
+        patch = projection.kernel_size[0]
+        batch_size, channels, height, width = pixel_values.shape
+        grid_h, grid_w = height // patch, width // patch
+        pixels = pixel_values[:, :, : grid_h * patch, : grid_w * patch]
+        pixels = pixels.to(dtype=projection.weight.dtype)
+        pixels = pixels.reshape(batch_size, channels, grid_h, patch, grid_w, patch)
+        pixels = pixels.permute(0, 2, 4, 1, 3, 5).reshape(
+            batch_size, grid_h * grid_w, channels * patch * patch
+        )
+        weight = projection.weight.reshape(projection.out_channels, -1)
+        return nn.functional.linear(pixels, weight, projection.bias), grid_h, grid_w
+
     def visual_embed(self, pixel_values, pixel_mask=None, max_image_length=-1):
-        patches = self.patch_embeddings(pixel_values)  # (batch, hidden, grid_h, grid_w)
-        batch_size, hidden, grid_h, grid_w = patches.shape
+        patch_tokens, grid_h, grid_w = self.patch_tokens(pixel_values)
+        batch_size, hidden = patch_tokens.shape[0], patch_tokens.shape[2]
         trained_grid = self.config.image_size // self.config.patch_size
         spatial_pos = (
             self.position_embeddings[:, 1:, :]
@@ -48,7 +72,7 @@ class ExactViltEmbeddings(ViltEmbeddings):
             spatial_pos, size=(grid_h, grid_w), mode="bilinear", align_corners=True
         )
         pos_embed = pos_embed.flatten(2).transpose(1, 2)  # (1, grid_h*grid_w, hidden)
-        tokens = patches.flatten(2).transpose(1, 2) + pos_embed
+        tokens = patch_tokens + pos_embed
 
         cls_tokens = self.cls_token.expand(batch_size, -1, -1) + self.position_embeddings[:, :1, :]
         tokens = torch.cat((cls_tokens, tokens), dim=1)

@@ -221,8 +221,9 @@ class Quantizer:
         preset, options = self.preset, self.options
         activation_type, weight_type = _ort_types(preset)
         if options.mode == "dynamic":
-            # The patch projection stays a float Conv: onnxruntime's ConvInteger took 18 ms on
-            # ViLT-B/32 at 384x512 where the float Conv takes 4.4 ms (NOTES-cpu-speed.md).
+            # No ConvInteger: onnxruntime's took 18 ms on ViLT-B/32's patch projection at 384x512
+            # where the float Conv takes 4.4 ms. Exports since EXPORT_REVISION 4 write that
+            # projection as a MatMul, quantized like the others (NOTES-cpu-speed.md, step 13).
             op_types = [t for t in preset.op_types or ("MatMul", "Gemm") if t != "Conv"]
             quantize_dynamic(
                 prepared,
