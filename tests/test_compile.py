@@ -52,6 +52,10 @@ def test_cpu_targets_keep_the_answers(tiny_vqa_bundle, int8_dynamic, tmp_path, e
 
         compiled = ViltRuntime.load(bundle.path)
         assert compiled.runner.threads == settings["intra_op_num_threads"]
+        session_options = compiled.runner._session.get_session_options()
+        assert settings["enable_mem_pattern"] is False
+        assert session_options.enable_mem_pattern is False
+        assert session_options.enable_cpu_mem_arena is settings["enable_cpu_mem_arena"]
         results = validate(compiled, easy_sample, reference=ViltRuntime.load(source), warmup=0)
         assert results.agreement == 1.0
         # FP32: the same arithmetic. INT8: ORT may fuse the dynamic quantization differently

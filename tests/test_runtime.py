@@ -389,6 +389,11 @@ def test_runner_registry_and_runner(handmade_vqa_bundle: Path):
             runner.run({k: v for k, v in feeds.items() if k != "pixel_values"})
     with pytest.raises(RuntimeError, match="closed"):
         runner.run(feeds)
+    # No activation memory pattern unless a compiled bundle's settings ask for one.
+    for settings, pattern in [(None, False), ({"enable_mem_pattern": True}, True)]:
+        with OnnxRuntimeRunner.load(handmade_vqa_bundle / "model.onnx", settings=settings) as r:
+            assert r._session.get_session_options().enable_mem_pattern is pattern
+            assert r.run(feeds).shape == (2, len(VQA_LABELS))
 
 
 def test_runtime_never_imports_torch(handmade_vqa_bundle: Path):
