@@ -168,3 +168,23 @@ def test_export_wrapper_runs_the_last_layer_for_cls_only(case):
     assert rows and set(rows) == {1}
     assert not case.exact.vilt.pooled_only
     assert float(np.abs(wrapped - case.reference_logits(384, 512, 4)).max()) <= TORCH_LIMIT
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (70, 101)])
+def test_patch_tokens_are_the_patch_conv(height, width):
+    """The export's patch projection (Reshape, Transpose, MatMul) equals transformers' Conv2d
+    in raster order, also for an image whose sides are not multiples of the patch (the Conv
+    drops the rest; so does the MatMul form)."""
+    from vilt_edge.modeling import ExactViltEmbeddings
+
+    torch.manual_seed(0)
+    embeddings = ExactViltEmbeddings(tiny_config("vqa")).eval()
+    pixels = torch.randn(2, 3, height, width)
+    with torch.no_grad():
+        tokens, grid_h, grid_w = embeddings.patch_tokens(pixels)
+        conv = embeddings.patch_embeddings.projection(pixels)
+    assert (grid_h, grid_w) == conv.shape[2:] == (height // 32, width // 32)
+    expected = conv.flatten(2).transpose(1, 2)
+    assert tokens.shape == expected.shape
+    assert float((tokens - expected).abs().max()) < 1e-5
+    assert float(expected.abs().max()) > 0.1  # not trivially zero
