@@ -104,6 +104,18 @@ def test_static_int8_cpu_bundle(int8_cpu, tiny_vqa_bundle, easy_sample):
         assert weights[node.input[0]].dtype in (np.int8, np.int32)
         assert not np.any(weights[node.input[2]])
     assert any(weights[n.input[0]].dtype == np.int8 for n in per_channel)
+    # No Q/DQ pair on a MatMul's output (ONNX Runtime fuses DQ -> MatMul into
+    # MatMulIntegerToFloat): every MatMul that reads quantized inputs writes float to its readers.
+    outputs = {out for n in model.graph.node if n.op_type == "MatMul" for out in n.output}
+    readers = {name: [n for n in model.graph.node if name in n.input] for name in outputs}
+    quantized_matmuls = [
+        n for n in model.graph.node if n.op_type == "MatMul"
+        and all(any(p.op_type == "DequantizeLinear" and i in p.output for p in model.graph.node)
+                for i in n.input)
+    ]  # fmt: skip
+    assert len(quantized_matmuls) >= 4 * layers
+    for node in quantized_matmuls:
+        assert all(r.op_type != "QuantizeLinear" for r in readers[node.output[0]]), node.name
 
     fp32 = ViltRuntime.load(tiny_vqa_bundle)
     int8 = ViltRuntime.load(bundle.path)

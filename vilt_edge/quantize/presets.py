@@ -75,13 +75,23 @@ _CPU = dict(
     dynamic_ok=True,
 )
 
+# Static Q/DQ on x86: no Q/DQ pair on a MatMul's output. ONNX Runtime then fuses each
+# DQ -> MatMul into MatMulIntegerToFloat (int8 product, float out) instead of QLinearMatMul, whose
+# uint8 output every reader (bias Add, GELU, residual) dequantizes again: one requantization less
+# per linear layer. ViLT-B/32, side by side: 68.5 -> 64.4 ms (NOTES-cpu-speed.md, step 16).
+_X86_STATIC = {
+    "WeightSymmetric": True,
+    "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"],
+}
+
 PRESETS: dict[str, Preset] = {
     "x86-avx512-vnni": Preset(
         name="x86-avx512-vnni",
         activation_type="QUInt8",
         activation_symmetric=False,
         reduce_range=False,
-        extra_options={"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+        extra_options=dict(_X86_STATIC),
         **_CPU,
     ),
     "x86-avx2": Preset(
@@ -89,7 +99,7 @@ PRESETS: dict[str, Preset] = {
         activation_type="QUInt8",
         activation_symmetric=False,
         reduce_range=True,
-        extra_options={"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}},
+        extra_options=dict(_X86_STATIC),
         **_CPU,
     ),
     "arm64": Preset(
