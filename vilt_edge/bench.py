@@ -58,7 +58,7 @@ def synthetic_feeds(
     attention_mask[:, :text_len] = 1
     images = (manifest.num_images,) if manifest.num_images > 1 else ()
     pixels = rng.uniform(-1, 1, size=(batch, *images, 3, height, width)).astype(np.float32)
-    if getattr(runtime.runner, "dynamic_text", False):  # as `ViltRuntime` feeds such a model
+    if runtime.runner.dynamic_text:  # as `ViltRuntime` feeds such a model
         from vilt_edge.runtime import trim_padding
 
         input_ids, attention_mask = trim_padding(input_ids, attention_mask)

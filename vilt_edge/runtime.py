@@ -267,7 +267,7 @@ class ViltRuntime:
     def _run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, pixel_values: np.ndarray
     ) -> np.ndarray:
-        if getattr(self.runner, "dynamic_text", False):
+        if self.runner.dynamic_text:
             input_ids, attention_mask = trim_padding(input_ids, attention_mask)
         logits = self.runner.run(
             {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}

@@ -337,7 +337,7 @@ def validate(
         candidate = Path(source) / "model.onnx"
         model_path = candidate if candidate.is_file() else model_path
     text_length = bundle.manifest.text_length
-    if getattr(runtime.runner, "dynamic_text", False):
+    if runtime.runner.dynamic_text:
         # The runtime cuts the padding: count the work at the median question's own length.
         _, mask = runtime.tokenizer.encode(data.inputs()[1])
         text_length = max(2, int(np.median(mask.sum(axis=1))))

@@ -12,6 +12,11 @@ class RunnerBase:
     """`load(path, threads, settings)` builds the runner; `with` closes it on exit. A subclass
     defines `__init__(model_path, threads=None, settings=None)`, `run`, `describe` and `close`."""
 
+    # True when the model takes any text length up to the bundle's: `ViltRuntime` then cuts a
+    # batch's padding columns (`vilt_edge.runtime.trim_padding`). Runners that pad to the full
+    # length (TensorRT's profiles, CUDA graphs) keep False.
+    dynamic_text: bool = False
+
     def __init__(  # the signature `load` calls; subclasses replace it
         self,
         model_path: str | os.PathLike,
