@@ -674,10 +674,10 @@ def distill(
         int | None, typer.Option(help="Student input's shorter side (fewer patches).")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Optimizer steps.")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Epochs (default 3).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default 8).")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 32,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, cosine).")] = 2e-4,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, cosine).")] = 5e-4,
     temperature: Annotated[float, typer.Option(help="Soft-target temperature.")] = 1.0,
     hidden_weight: Annotated[float, typer.Option(help="Weight of the hidden-state loss.")] = 1.0,
     label_weight: Annotated[

@@ -65,6 +65,10 @@ _TEACHER_SIDE_FILES = (
 )
 
 
+DEFAULT_EPOCHS = 8.0
+DEFAULT_LR = 5e-4
+
+
 @dataclass(frozen=True)
 class DistillOptions:
     layers: int
@@ -72,10 +76,13 @@ class DistillOptions:
     layer_map: tuple[int, ...] | None = None
     image_short_side: int | None = None
     steps: int | None = None
-    epochs: float | None = None  # default: 3 epochs when neither is given
+    # Default: DEFAULT_EPOCHS when neither steps nor epochs is given. The defaults are the recipe
+    # that measured within 1 point of the teacher (README, "Distillation"): 3 epochs at 2e-4
+    # left a 2-layer student of the default 3.5 points behind, 8 at 5e-4 put it 0.7 ahead.
+    epochs: float | None = None
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 2e-4
+    lr: float = DEFAULT_LR
     weight_decay: float = 0.01
     warmup_fraction: float = 0.06
     temperature: float = 1.0
@@ -699,7 +706,7 @@ def distill(
     if options.steps is not None:
         total_steps = options.steps
     else:
-        epochs = options.epochs if options.epochs is not None else 3.0
+        epochs = options.epochs if options.epochs is not None else DEFAULT_EPOCHS
         total_steps = max(1, math.ceil(epochs * batches_per_epoch / options.grad_accum))
 
     torch.manual_seed(options.seed)
