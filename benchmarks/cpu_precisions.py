@@ -54,8 +54,7 @@ def b32_directory(out: Path, layers: int = 12) -> Path:
     import torch
     from transformers import ViltConfig, ViltForQuestionAnswering
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import build_tokenizer
+    from vilt_edge.synthetic import build_tokenizer
 
     torch.manual_seed(0)
     labels = [f"answer {i}" for i in range(3129)]

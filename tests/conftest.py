@@ -8,33 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vilt_edge.synthetic import WORDS, build_tokenizer  # noqa: F401 - tests import them from here
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-WORDS = (
-    "what is the color of shape circle rectangle triangle red green blue yes no how many "
-    "are there in image does contain a an left right picture two dogs cat on table man "
-    "woman holding sitting standing of more than one at least"
-).split()
-
-
-def build_tokenizer():
-    """A BERT-style uncased WordPiece tokenizer over a small vocabulary."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("?.,'!0123456789")
-    pieces = ["##" + c for c in letters]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(special + WORDS + letters + pieces))}
-    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    return tokenizer
 
 
 def tiny_config(task: str, **overrides):

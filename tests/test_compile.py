@@ -148,7 +148,7 @@ def test_torch_cuda_bundle_runs_the_source_model(tiny_vqa_bundle, tmp_path, easy
     onnx_runtime = ViltRuntime.load(tiny_vqa_bundle)
     runner = TorchCudaRunner.load(bundle.model_path, settings={"device": "cpu"})
     for index in range(4):
-        feeds = onnx_runtime.feeds(*easy_sample.inputs(index, index + 1))
+        (feeds,) = onnx_runtime.feeds(*easy_sample.inputs(index, index + 1))
         expected = onnx_runtime.runner.run(feeds)
         assert abs(runner.run(feeds) - expected).max() < 1e-4
     assert runner.describe()["runtime"] == "torch-cuda"
@@ -209,7 +209,7 @@ def test_torch_tensorrt_path_with_a_stub(tiny_vqa_bundle, tmp_path, easy_sample,
                                                   "workspace_size": 1 << 30})  # fmt: skip
     runner = TorchCudaRunner.load(tmp_path / "m.ep", settings={"device": "cpu"})
     reference = ViltRuntime.load(tiny_vqa_bundle)
-    feeds = reference.feeds(*easy_sample.inputs(0, 1))
+    (feeds,) = reference.feeds(*easy_sample.inputs(0, 1))
     assert abs(runner.run(feeds) - reference.runner.run(feeds)).max() < 1e-4
 
 
@@ -222,7 +222,7 @@ def test_image_short_side_is_a_compile_option(tiny_vqa_bundle, tmp_path, easy_sa
     assert bundle.manifest.extra["compile"]["resolution"] == {
         "shortest_edge": 64, "longest_edge": 106}  # fmt: skip
     small = ViltRuntime.load(bundle.path)
-    pixels = small.feeds(*easy_sample.inputs(0, 1))["pixel_values"]
+    pixels = small.feeds(*easy_sample.inputs(0, 1))[0]["pixel_values"]
     assert pixels.shape[-2:] == (64, 64)  # 2x2 patches instead of 12x12
     results = validate(small, easy_sample, warmup=0)
     assert results.n == len(easy_sample)
@@ -248,7 +248,7 @@ def test_large_models_keep_weights_beside_the_graph(tiny_vqa_dir, tiny_vqa_bundl
     assert (tmp_path / "fp32" / "model.onnx").stat().st_size < 100_000  # graph only
     reference = ViltRuntime.load(tiny_vqa_bundle)
     external = ViltRuntime.load(fp32.path)
-    feeds = reference.feeds(*easy_sample.inputs(0, 2))
+    (feeds,) = reference.feeds(*easy_sample.inputs(0, 2))  # one size: one feed
     np.testing.assert_array_equal(external.runner.run(feeds), reference.runner.run(feeds))
 
     int8, _ = quantize_bundle(fp32.path, tmp_path / "int8",

@@ -200,7 +200,7 @@ def test_distill_labeled_vqa_writes_a_loadable_student(teacher_dir, labeled_fram
     answers = runtime.ask(image, question)
     assert answers and answers[0].answer in model.config.label2id
     # The exported student answers as the trained torch student does.
-    feeds = runtime.feeds([image], [question])
+    (feeds,) = runtime.feeds([image], [question])
     with torch.no_grad():
         expected = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
     assert np.abs(runtime.logits_batch([image], [question]) - expected).max() < 1e-4
@@ -243,7 +243,7 @@ def test_distill_lower_resolution_student(teacher_dir, labeled_frames, tmp_path)
     runtime = ViltRuntime.load(export_bundle(tmp_path / "s", tmp_path / "b").path)
     assert runtime.bundle.preprocessing.shortest_edge == 32
     image = json.loads(labeled_frames.read_text().splitlines()[0])["image"]
-    feeds = runtime.feeds([image], ["what shape is it?"])
+    (feeds,) = runtime.feeds([image], ["what shape is it?"])
     assert feeds["pixel_values"].shape[-2:] == (32, 32)  # one patch instead of the teacher's 4
     assert runtime.logits_batch([image], ["what shape is it?"]).shape == (1, 7)
 

@@ -44,6 +44,7 @@ class Case:
         self.exact.load_state_dict(self.reference.state_dict())
         self.tmp_path = tmp_path
         self._session = None
+        self._head = None
         self._reference_logits = {}
 
     def inputs(self, height: int, width: int, batch: int):
@@ -83,9 +84,11 @@ class Case:
             ).logits.numpy()
 
     def onnx_logits(self, height, width, batch) -> np.ndarray:
+        """The exported graph's logits; for NLVR2 the encoder once per image (its type id per
+        row) and the pair head over both pooled vectors, as the runtime runs them."""
         import onnxruntime
 
-        from vilt_edge.export import export_onnx
+        from vilt_edge.export import export_head, export_onnx
 
         if self._session is None:
             config = self.exact.config
@@ -102,13 +105,27 @@ class Case:
             self._session = onnxruntime.InferenceSession(
                 str(path), providers=["CPUExecutionProvider"]
             )
+            if self.task == "nlvr2":
+                export_head(loaded, self.tmp_path / "head.onnx")
+                self._head = onnxruntime.InferenceSession(
+                    str(self.tmp_path / "head.onnx"), providers=["CPUExecutionProvider"]
+                )
         input_ids, attention_mask, pixel_values = self.inputs(height, width, batch)
-        feeds = {
-            "input_ids": input_ids.numpy(),
-            "attention_mask": attention_mask.numpy(),
-            "pixel_values": pixel_values.numpy(),
-        }
-        return self._session.run(["logits"], feeds)[0]
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        if self.task == "vqa":
+            return self._session.run(["logits"], {**feeds, "pixel_values": pixel_values.numpy()})[0]
+        pooled = [
+            self._session.run(
+                ["pooled"],
+                {
+                    **feeds,
+                    "pixel_values": pixel_values[:, index].numpy(),
+                    "image_token_type_ids": np.full(batch, index + 1, dtype=np.int64),
+                },
+            )[0]
+            for index in range(pixel_values.shape[1])
+        ]
+        return self._head.run(["logits"], {"pooled": np.concatenate(pooled, axis=1)})[0]
 
 
 # Module scope: pytest groups the tests by case, so each B/32 model is built (and exported)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vilt_edge.errors import DataError
+from vilt_edge.errors import DataError, OutputError
 from vilt_edge.report import MARKER_NAME, pareto_front, write_report
 from vilt_edge.results import (
     SCHEMA_VERSION,
@@ -70,7 +70,8 @@ def make_results(name: str, **overrides) -> Results:
         throughput=1000 / (p50 + 2),
         batch_size=1,
         threads=2,
-        peak_rss_mb=150 + size_mb * 4,
+        peak_rss_mb=650 + size_mb * 4,  # the validating process: data sets, reference and all
+        deploy_peak_rss_mb=80 + size_mb * 2,  # a fresh process that loads and answers
         machine=MACHINE,
         predictions=[
             {"id": "q1", "prediction": "red", "score": 0.98, "truth": "red", "correct": 1.0}
@@ -93,6 +94,11 @@ def results_files(tmp_path: Path) -> list[Path]:
 def write_json(path: Path, data) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def rows_header(markdown: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith("| Pareto"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
 
 
 def table_rows(markdown: str) -> list[list[str]]:
@@ -287,6 +293,10 @@ def test_markdown_table(tmp_path: Path, results_files: list[Path]):
     assert by_name["default int8 static"][8] == "99.50"
     assert by_name["distilled student"][8] == "—"
     assert by_name["default int8 static"][3] == "int8 static"
+    # Memory is what an app pays (a fresh process), not the validating process's peak.
+    assert rows_header(markdown)[-1] == "Deploy peak RSS (MB)"
+    size = float(by_name["default int8 static"][13])
+    assert by_name["default int8 static"][14] == f"{80 + size * 2:.0f}"
     on_front = {name for name, row in by_name.items() if row[0] == "★"}
     assert on_front == {"distilled student", "default int8 static", "default fp32"}
     # Fastest first.
@@ -316,7 +326,7 @@ def test_refuses_a_folder_of_other_files(tmp_path: Path, results_files: list[Pat
     out = tmp_path / "report"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match="did not write"):
+    with pytest.raises(OutputError, match="holding 'notes.txt', which vilt-edge did not write"):
         write_report(results_files, out)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     # An empty folder is fine.
@@ -405,3 +415,33 @@ def test_wide_latency_range_and_differing_machines(tmp_path: Path):
     paths = [write_results(r, tmp_path / f"{i}.json") for i, r in enumerate((fast, slow))]
     markdown = write_report(paths, tmp_path / "report").markdown.read_text()
     assert "Machines differ" in markdown
+
+
+def test_plot_subtitle_stays_inside_the_figure(monkeypatch, results_files: list[Path]):
+    """A long machine description (an AMX Xeon's flags) is wrapped: drawn at the plot's size
+    and font, every subtitle line ends inside the figure, settings included."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    import vilt_edge.report as report
+    from vilt_edge.results import read_results
+
+    machine = (
+        "Intel(R) Xeon(R) Platinum 8581C CPU @ 2.30GHz, 2 cores (sse4_2, avx, avx2, fma, "
+        "avx512f, avx512bw, avx512_vnni, avx512_bf16, amx_tile, amx_int8, amx_bf16), "
+        "onnxruntime 1.32.0"
+    )
+    monkeypatch.setattr(report, "describe_machine", lambda _: machine)
+    rows = report._rows([(path, read_results(path)) for path in results_files])
+    subtitle = report._subtitle(rows)
+    lines = subtitle.splitlines()
+    assert len(lines) == 3 and lines[-1] == "batch 1, threads 2"
+    assert " ".join(lines[:2]) == machine
+    figure = Figure(figsize=(10, 6.4), dpi=150)  # as _render_plot draws it
+    canvas = FigureCanvasAgg(figure)
+    text = figure.text(0.08, 0.925, subtitle, fontsize=9, va="top", linespacing=1.3)
+    canvas.draw()
+    assert text.get_window_extent(canvas.get_renderer()).x1 < figure.bbox.x1
+    unwrapped = figure.text(0.08, 0.5, f"{machine}  ·  batch 1, threads 2", fontsize=9.5)
+    canvas.draw()  # what the plot drew before: past the right edge
+    assert unwrapped.get_window_extent(canvas.get_renderer()).x1 > figure.bbox.x1

@@ -56,17 +56,14 @@ def handmade_logits(pixel_values: np.ndarray, input_ids: np.ndarray, mask: np.nd
     return features @ weight + bias
 
 
-def build_handmade_onnx(path: Path, num_images: int, num_labels: int) -> None:
-    import onnx
+def build_handmade_onnx(path: Path, num_labels: int, pooled: bool = False) -> None:
+    """The hand-made model: features (mean pixel, token count, id sum) -> logits; or, for the
+    NLVR2 encoder (`pooled`), the features and the image's type id as its pooled vector."""
     from onnx import TensorProto, helper, numpy_helper
 
-    image_shape = ["batch", 3, "height", "width"]
-    if num_images == 2:
-        image_shape = ["batch", 2, 3, "height", "width"]
-    pixel_axes = list(range(1, len(image_shape)))
     weight, bias = handmade_weights(num_labels)
     nodes = [
-        helper.make_node("ReduceMean", ["pixel_values"], ["pixel_mean"], axes=pixel_axes),
+        helper.make_node("ReduceMean", ["pixel_values"], ["pixel_mean"], axes=[1, 2, 3]),
         helper.make_node("Flatten", ["pixel_mean"], ["pixel_feature"], axis=1),
         helper.make_node("ReduceSum", ["attention_mask", "text_axis"], ["token_count"]),
         helper.make_node("Cast", ["token_count"], ["token_feature"], to=TensorProto.FLOAT),
@@ -75,41 +72,92 @@ def build_handmade_onnx(path: Path, num_images: int, num_labels: int) -> None:
         helper.make_node(
             "Concat", ["pixel_feature", "token_feature", "id_feature"], ["features"], axis=1
         ),
-        helper.make_node("MatMul", ["features", "weight"], ["scores"]),
-        helper.make_node("Add", ["scores", "bias"], ["logits"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "handmade_vilt",
-        inputs=[
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", TEXT_LENGTH]),
-            helper.make_tensor_value_info(
-                "attention_mask", TensorProto.INT64, ["batch", TEXT_LENGTH]
-            ),
-            helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, image_shape),
-        ],
-        outputs=[helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])],
-        initializer=[
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "text_axis"),
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", TEXT_LENGTH]),
+        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", TEXT_LENGTH]),
+        helper.make_tensor_value_info(
+            "pixel_values", TensorProto.FLOAT, ["batch", 3, "height", "width"]
+        ),
+    ]
+    initializers = [numpy_helper.from_array(np.array([1], dtype=np.int64), "text_axis")]
+    if pooled:
+        inputs.append(
+            helper.make_tensor_value_info("image_token_type_ids", TensorProto.INT64, ["batch"])
+        )
+        nodes += [
+            helper.make_node("Unsqueeze", ["image_token_type_ids", "text_axis"], ["type_column"]),
+            helper.make_node("Cast", ["type_column"], ["type_feature"], to=TensorProto.FLOAT),
+            helper.make_node("Concat", ["features", "type_feature"], ["pooled"], axis=1),
+        ]
+        outputs = [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 4])]
+    else:
+        nodes += [
+            helper.make_node("MatMul", ["features", "weight"], ["scores"]),
+            helper.make_node("Add", ["scores", "bias"], ["logits"]),
+        ]
+        initializers += [
             numpy_helper.from_array(weight, "weight"),
             numpy_helper.from_array(bias, "bias"),
+        ]
+        outputs = [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])
+        ]
+    graph = helper.make_graph(nodes, "handmade_vilt", inputs, outputs, initializers)
+    save_handmade(graph, path)
+
+
+def handmade_pair_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The hand-made pair head: both images' pooled vectors (4 each) -> 2 logits."""
+    weight = np.linspace(-1.0, 1.0, 16, dtype=np.float32).reshape(8, 2)
+    return weight, np.array([0.1, -0.1], dtype=np.float32)
+
+
+def build_handmade_head(path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight, bias = handmade_pair_weights()
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["pooled", "weight"], ["scores"]),
+            helper.make_node("Add", ["scores", "bias"], ["logits"]),
         ],
+        "handmade_pair_head",
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
     )
+    save_handmade(graph, path)
+
+
+def save_handmade(graph, path: Path) -> None:
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime from 1.15 on
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
 
+def handmade_pair_logits(left: np.ndarray, right: np.ndarray, input_ids, mask) -> np.ndarray:
+    """What the hand-made NLVR2 bundle computes for one pair, each image at its own size."""
+    pooled = [
+        [float(image.mean()), float(mask.sum()), float(input_ids.sum()), float(index)]
+        for index, image in ((1, left), (2, right))
+    ]
+    weight, bias = handmade_pair_weights()
+    return np.array(pooled[0] + pooled[1], dtype=np.float32) @ weight + bias
+
+
 def write_handmade_bundle(out: Path, task: str) -> Path:
     num_images = 2 if task == "nlvr2" else 1
     labels = ["False", "True"] if task == "nlvr2" else VQA_LABELS
-    image_shape = ["batch", 3, "height", "width"]
-    if num_images == 2:
-        image_shape = ["batch", 2, 3, "height", "width"]
 
     def write_files(staging: Path) -> None:
-        build_handmade_onnx(staging / "model.onnx", num_images, len(labels))
+        build_handmade_onnx(staging / "model.onnx", len(labels), pooled=num_images == 2)
+        if num_images == 2:
+            build_handmade_head(staging / "head.onnx")
         build_tokenizer().save(str(staging / "tokenizer.json"))
         (staging / "preprocessor.json").write_text(json.dumps(SETTINGS.to_json()))
         (staging / "labels.json").write_text(json.dumps(labels))
@@ -117,6 +165,7 @@ def write_handmade_bundle(out: Path, task: str) -> Path:
     fields = dict(
         task=task,
         model_file="model.onnx",
+        head_file="head.onnx" if num_images == 2 else None,
         precision="fp32",
         runtime="onnxruntime",
         text_length=TEXT_LENGTH,
@@ -126,7 +175,7 @@ def write_handmade_bundle(out: Path, task: str) -> Path:
         inputs={
             "input_ids": {"dtype": "int64", "shape": ["batch", TEXT_LENGTH]},
             "attention_mask": {"dtype": "int64", "shape": ["batch", TEXT_LENGTH]},
-            "pixel_values": {"dtype": "float32", "shape": image_shape},
+            "pixel_values": {"dtype": "float32", "shape": ["batch", 3, "height", "width"]},
         },
         vilt_edge_version="test",
     )
@@ -268,8 +317,9 @@ def test_nlvr2_pair(nlvr2: ViltRuntime):
     assert answers[0].score + answers[1].score == pytest.approx(1.0)
     tokenizer = QuestionTokenizer(build_tokenizer(), TEXT_LENGTH)
     input_ids, mask = tokenizer.encode(["there are two dogs"])
-    pixels = np.stack([preprocess_image(left, SETTINGS), preprocess_image(right, SETTINGS)])[None]
-    logits = handmade_logits(pixels, input_ids, mask, 2)[0].astype(np.float64)
+    logits = handmade_pair_logits(
+        preprocess_image(left, SETTINGS), preprocess_image(right, SETTINGS), input_ids, mask
+    ).astype(np.float64)
     true = np.exp(logits[1]) / np.exp(logits).sum()
     assert dict((a.answer, a.score) for a in answers)["True"] == pytest.approx(true, rel=1e-5)
     assert len(nlvr2.ask([left, right], "there are two dogs", top_k=1)) == 1
@@ -286,18 +336,51 @@ def test_nlvr2_needs_two_images(nlvr2: ViltRuntime, tmp_path: Path):
         nlvr2.ask((image, image, image), "two dogs")
 
 
-def test_nlvr2_unequal_pair_resizes_right_to_left(nlvr2: ViltRuntime, monkeypatch):
-    shapes = []
+def test_nlvr2_pair_images_run_at_their_own_sizes(nlvr2: ViltRuntime, monkeypatch):
+    """Each image of a pair is encoded at its own preprocessed size (as transformers' pixel
+    mask limits it to its own area), same-size images of a batch share one call whichever side
+    they are on, and each row carries its image's type id."""
+    calls = []
     run = nlvr2.runner.run
     monkeypatch.setattr(
-        nlvr2.runner, "run", lambda f: shapes.append(f["pixel_values"].shape) or run(f)
+        nlvr2.runner,
+        "run",
+        lambda f: (
+            calls.append((f["pixel_values"].shape, f["image_token_type_ids"].tolist())) or run(f)
+        ),
     )
-    nlvr2.ask_batch(
-        [(picture(128, 64, 12), picture(64, 64, 13)), (picture(64, 64, 14), picture(64, 64, 15))],
-        ["two dogs", "a cat"],
-    )
-    # 128x64 on the left preprocesses to 96x32 (the 106-pixel cap, floored to patches).
-    assert sorted(shapes) == [(1, 2, 3, 32, 96), (1, 2, 3, 64, 64)]
+    pairs = [
+        (picture(128, 64, 12), picture(64, 64, 13)),
+        (picture(64, 64, 14), picture(64, 128, 15)),
+    ]
+    statements = ["two dogs", "a cat"]
+    logits = nlvr2.logits_batch(pairs, statements)
+    # 128x64 preprocesses to 32x96 (the 106-pixel cap, floored to patches); 64x128 to 96x32.
+    assert sorted(calls) == [
+        ((1, 3, 32, 96), [1]),
+        ((1, 3, 96, 32), [2]),
+        ((2, 3, 64, 64), [2, 1]),
+    ]
+    tokenizer = QuestionTokenizer(build_tokenizer(), TEXT_LENGTH)
+    for row, ((left, right), statement) in enumerate(zip(pairs, statements, strict=True)):
+        input_ids, mask = tokenizer.encode([statement])
+        expected = handmade_pair_logits(
+            preprocess_image(left, SETTINGS), preprocess_image(right, SETTINGS), input_ids, mask
+        )
+        assert np.allclose(logits[row], expected, atol=1e-5)
+        assert np.allclose(nlvr2.logits_batch([(left, right)], [statement])[0], expected, atol=1e-5)
+
+
+def test_old_nlvr2_bundle_fails_with_one_line_to_re_export(handmade_nlvr2_bundle, tmp_path):
+    """An NLVR2 bundle from before export revision 5 (one graph over both images, no pair
+    head) is refused with one line that says to re-export."""
+    old = Path(shutil.copytree(handmade_nlvr2_bundle, tmp_path / "old"))
+    manifest = json.loads((old / MANIFEST).read_text())
+    manifest.pop("head_file")
+    (old / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="re-export it") as error:
+        ViltRuntime.load(old)
+    assert "\n" not in str(error.value)
 
 
 def test_load_default_uses_default_bundle_path(handmade_vqa_bundle: Path, monkeypatch):
@@ -459,11 +542,12 @@ def test_exported_tiny_vqa_matches_transformers(tiny_vqa_bundle: Path, tiny_vqa_
 
 
 def test_exported_tiny_nlvr2_matches_transformers(tiny_nlvr2_bundle: Path, tiny_nlvr2_dir: Path):
-    """A same-size pair (no resize deviation) -> transformers' P(True)."""
+    """A pair of different sizes -> transformers' P(True) (its processor pads both images to
+    one size under a pixel mask)."""
     import torch
     from transformers import ViltForImagesAndTextClassification
 
-    left, right = picture(96, 64, 19), picture(96, 64, 20)
+    left, right = picture(96, 64, 19), picture(64, 128, 20)
     statement = "there are two dogs"
     with ViltRuntime.load(tiny_nlvr2_bundle, threads=1) as runtime:
         with pytest.raises(InputError, match="got 1"):
@@ -513,7 +597,7 @@ def test_runtime_feeds_an_exported_bundle_only_the_question_s_tokens(tiny_vqa_bu
             {
                 "input_ids": input_ids,
                 "attention_mask": mask,
-                "pixel_values": runtime.feeds([image], [question])["pixel_values"],
+                "pixel_values": runtime.feeds([image], [question])[0]["pixel_values"],
             }
         )
     assert np.abs(logits - padded).max() <= 1e-5

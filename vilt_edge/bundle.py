@@ -2,14 +2,17 @@
 
     bundle/
       manifest.json      format version, task, source, precision, runtime, inputs, file hashes
-      model.onnx         the model (more model files may follow in later precisions)
+      model.onnx         the model (VQA: logits; NLVR2: the encoder of one image, its pooled vector)
+      model.onnx.data    its weights, for models of 32 MB and more (memory-mapped at load)
+      head.onnx          NLVR2 only: the pair head over both images' pooled vectors
       tokenizer.json     a `tokenizers` tokenizer
       preprocessor.json  image preprocessing settings (ViltImageProcessor semantics)
       labels.json        answer strings, index -> label
 
 Every file but the manifest is listed in it with its sha256; loading checks each one, so a
 missing, truncated or altered file is named in one line. Bundles are written into a temporary
-sibling directory and renamed into place: an interrupted write never leaves a loadable bundle.
+sibling directory and swapped into place (`vilt_edge.outputs`): an interrupted write never
+leaves a loadable bundle, and `--overwrite` replaces only a bundle vilt-edge wrote.
 """
 
 from __future__ import annotations
@@ -19,22 +22,32 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.errors import BundleError
+from vilt_edge.errors import BundleError, OutputError
+from vilt_edge.outputs import (
+    BUNDLE_FORMAT,
+    BUNDLE_MANIFEST,
+    can_exchange,
+    check_replaceable,
+    same_or_inside,
+    swap_directories,
+)
 
-FORMAT_NAME = "vilt-edge-bundle"
+FORMAT_NAME = BUNDLE_FORMAT
 FORMAT_VERSION = 1
 # Bumped when the exported graph changes for the same weights (the default model's cached
 # export is keyed by it). 2: the last layer runs for the [CLS] row only. 3: the text axis is
 # dynamic (up to the bundle's text length), so the runtime cuts padding columns. 4: the patch
 # projection is a MatMul over flattened patches, which the dynamic INT8 quantizer quantizes.
-EXPORT_REVISION = 4
-MANIFEST = "manifest.json"
+# 5: NLVR2 bundles are an encoder of one image (`pooled`) plus the pair head (`head_file`), so
+# each image of a pair runs at its own size, exactly as transformers computes it.
+EXPORT_REVISION = 5
+MANIFEST = BUNDLE_MANIFEST
 TASKS = ("vqa", "nlvr2")
 
 
@@ -165,12 +178,25 @@ class Manifest:
     vilt_edge_version: str
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] | None = None  # stage-specific records (quantization, compile, ...)
+    # NLVR2: the pair head's ONNX graph (pooled vectors of both images -> logits), run on
+    # ONNX Runtime's CPU provider whatever runs the model file; None for VQA.
+    head_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise BundleError(f"{MANIFEST}: unknown task {self.task!r}")
         if self.model_file not in self.files:
             raise BundleError(f"{MANIFEST}: model file {self.model_file} is not in its file list")
+        if self.task == "nlvr2" and self.head_file is None:
+            # Bundles before EXPORT_REVISION 5 ran both images through one graph at one size
+            # (the right image resized to the left one's): not exact, so not loaded.
+            raise BundleError(
+                f"{MANIFEST}: this NLVR2 bundle comes from an older vilt-edge (one graph over "
+                "both images at one size, inexact for pairs of different sizes); re-export it "
+                "from the model with `vilt-edge export`"
+            )
+        if self.head_file is not None and self.head_file not in self.files:
+            raise BundleError(f"{MANIFEST}: head file {self.head_file} is not in its file list")
 
     def to_json(self) -> dict[str, Any]:
         data = {
@@ -182,6 +208,7 @@ class Manifest:
             "precision": self.precision,
             "runtime": self.runtime,
             "model_file": self.model_file,
+            **({"head_file": self.head_file} if self.head_file else {}),
             "text_length": self.text_length,
             "num_images": self.num_images,
             "patch_size": self.patch_size,
@@ -217,6 +244,7 @@ class Manifest:
                 vilt_edge_version=str(data["vilt_edge_version"]),
                 format_version=version,
                 extra=data.get("extra"),
+                head_file=data.get("head_file"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BundleError(f"{MANIFEST}: malformed ({error})") from None
@@ -234,6 +262,12 @@ class Bundle:
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest.model_file
+
+    @property
+    def head_path(self) -> Path | None:
+        """NLVR2: the pair head's graph; None for VQA."""
+        head = self.manifest.head_file
+        return None if head is None else self.path / head
 
     @property
     def tokenizer_path(self) -> Path:
@@ -287,23 +321,43 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     return Bundle(root, manifest, preprocessing, tuple(labels))
 
 
-@contextmanager
-def atomic_directory(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `final`; rename it into place only if the block succeeds."""
+def check_output(
+    final: str | os.PathLike, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = ()
+) -> None:
+    """Refuse, before any slow work, an output a bundle may not be written to: one that exists
+    without `overwrite`, one vilt-edge did not write (`vilt_edge.outputs`), or the command's own
+    input where the file system cannot swap the finished bundle in atomically."""
     final = Path(final)
-    if final.exists() and not overwrite:
+    if not final.exists():
+        return
+    if not overwrite:
         raise BundleError(f"output exists: {final} (choose another path or pass --overwrite)")
+    check_replaceable(final, "bundle")
+    own_input = same_or_inside(final, inputs)
+    if own_input is not None and not can_exchange(final.parent):
+        raise OutputError(
+            f"{final} is this command's input ({own_input}), and its file system cannot swap "
+            "folders atomically; write to a new path"
+        )
+
+
+@contextmanager
+def atomic_directory(
+    final: Path, overwrite: bool = False, inputs: Sequence[str | os.PathLike] = ()
+) -> Iterator[Path]:
+    """Yield a temporary sibling of `final`; swap it into place only if the block succeeds.
+
+    An existing `final` is replaced only with `overwrite` and only if it is a vilt-edge bundle
+    (`check_output`); the swap is atomic where the file system allows, so even a command's own
+    input (`inputs`) is a loadable bundle, old or new, at every instant."""
+    final = Path(final)
+    check_output(final, overwrite, inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
         yield staging
-        if final.exists():
-            retired = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, retired)
-            os.replace(staging, final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        check_output(final, overwrite, inputs)  # what appeared there meanwhile is no different
+        swap_directories(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -314,10 +368,12 @@ def write_bundle(
     manifest_fields: dict[str, Any],
     write_files: Callable[[Path], None],
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike] = (),
 ) -> Bundle:
     """Write a bundle atomically: `write_files(staging)` fills the directory, then hashes and
-    the manifest are written last, and the directory is renamed into place."""
-    with atomic_directory(out, overwrite=overwrite) as staging:
+    the manifest are written last, and the directory is swapped into place (`inputs`: what the
+    command reads, which `out` may replace only atomically)."""
+    with atomic_directory(out, overwrite=overwrite, inputs=inputs) as staging:
         write_files(staging)
         files = {
             entry.name: sha256_file(entry)

@@ -216,6 +216,10 @@ def validate(
         _fail("--warmup must not be negative", 2)
     if out is not None and out.is_dir():
         _fail(f"--out {out} is a folder; give a file name, e.g. {out}/results.json", 2)
+    if out is not None:  # before the run: an earlier results file only, never a user's file
+        from vilt_edge.outputs import check_replaceable
+
+        check_replaceable(out, "results")
     if remote is not None:
         if show:
             _fail("--show is not available with --remote", 2)
@@ -295,7 +299,9 @@ def validate(
     table.add_row(f"model ms p50/p90/p99 (batch {batch_size})", _ms(results.latency_ms))
     table.add_row("end-to-end ms p50/p90/p99", _ms(results.e2e_latency_ms))
     table.add_row("throughput (examples/s)", f"{results.throughput:.1f}")
-    table.add_row("peak RSS (MB)", f"{results.peak_rss_mb:.0f}")
+    if results.deploy_peak_rss_mb is not None:
+        table.add_row("deploy peak RSS (MB; load and answer)", f"{results.deploy_peak_rss_mb:.0f}")
+    table.add_row("validating process peak RSS (MB)", f"{results.peak_rss_mb:.0f}")
     table.add_row("threads", str(results.threads))
     table.add_row("machine", describe_machine(results.machine))
     console.print(table)
@@ -506,7 +512,12 @@ def devices(
         if min(size) < patch or size[0] % patch or size[1] % patch:
             _fail(f"image size {size[0]}x{size[1]} must be positive multiples of {patch}", 2)
         with _status(f"counting {bundle.path.name}'s operations at {size[0]}x{size[1]}"):
-            cost = count_graph(bundle.model_path, size, text_length=bundle.manifest.text_length)
+            cost = count_graph(  # an NLVR2 example is one encoder pass per image
+                bundle.model_path,
+                size,
+                batch=bundle.manifest.num_images,
+                text_length=bundle.manifest.text_length,
+            )
         floors = {p.name: predict_floor(cost, p).to_json() for p in profiles}
     if as_json:
         rows = [{**p.to_json(), **({"floor": floors[p.name]} if floors else {})} for p in profiles]
@@ -875,6 +886,8 @@ def pipeline(
         summary = run_pipeline(options, out, stage, advance)
     _summarize_warnings(caught)
     typer.echo(Path(summary["report"]["markdown"]).read_text(encoding="utf-8"))
+    if summary.get("distill_setting"):
+        typer.echo(f"distilled: {summary['distill_setting']}", err=True)
     if summary.get("note"):
         typer.echo(f"note: {summary['note']}", err=True)
     typer.echo(f"report: {summary['report']['html']}")

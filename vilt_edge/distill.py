@@ -222,29 +222,46 @@ class _ImageCache:
         if array is not None:
             self.items.move_to_end(key)
             return array
-        if isinstance(image, tuple):  # NLVR2 pair: the right image at the left one's size
-            left = preprocess_image(image[0], settings)
-            right = preprocess_image(image[1], settings)
-            if right.shape != left.shape:
-                right = preprocess_image(image[1], settings, size=left.shape[1:])
-            array = np.stack([left, right])
+        if isinstance(image, tuple):  # NLVR2 pair: each image at its own size, as ViLT reads it
+            array = tuple(preprocess_image(one, settings) for one in image)
         else:
             array = preprocess_image(image, settings)
         self.items[key] = array
-        self.used += array.nbytes
+        self.used += sum(a.nbytes for a in array) if isinstance(array, tuple) else array.nbytes
         while self.used > self.budget and len(self.items) > 1:
             _, old = self.items.popitem(last=False)
-            self.used -= old.nbytes
+            self.used -= sum(a.nbytes for a in old) if isinstance(old, tuple) else old.nbytes
         return array
 
 
-def _grid_size(image, settings: Preprocessing) -> tuple[int, int]:
-    """Output (height, width) of an image (the left one of a pair) without decoding it."""
+def _grid_size(image, settings: Preprocessing) -> tuple:
+    """Output (height, width) of an image, or of each image of a pair, without decoding it."""
     from vilt_edge.preprocess import load_image, output_size
 
-    first = image[0] if isinstance(image, tuple) else image
-    with load_image(first) as opened:
+    if isinstance(image, tuple):
+        return tuple(_grid_size(one, settings) for one in image)
+    with load_image(image) as opened:
         return output_size(opened.height, opened.width, settings)
+
+
+def _stack_pixels(arrays: list, device):
+    """One batch's preprocessed images as model input: a tensor (batch, 3, H, W), or for NLVR2
+    pairs a tuple of such tensors, one per image position (each position has one size within
+    a bucket, the other position may have another)."""
+    import torch
+
+    if isinstance(arrays[0], tuple):
+        return tuple(
+            torch.from_numpy(np.stack([pair[position] for pair in arrays])).to(device)
+            for position in range(len(arrays[0]))
+        )
+    return torch.from_numpy(np.stack(arrays)).to(device)
+
+
+def _image_grid(pixels, position: int, patch: int) -> tuple[int, int]:
+    """The patch grid of image `position` (0 for VQA) in a batch from `_stack_pixels`."""
+    tensor = pixels[position] if isinstance(pixels, tuple) else pixels
+    return tensor.shape[-2] // patch, tensor.shape[-1] // patch
 
 
 @dataclass
@@ -578,16 +595,14 @@ def _batch_tensors(
     ids = torch.from_numpy(examples.input_ids[rows]).to(device)
     mask = torch.from_numpy(examples.attention_mask[rows]).to(device)
     images = [examples.images[i] for i in rows]
-    teacher_pixels = torch.from_numpy(np.stack([cache.get(i, teacher_settings) for i in images]))
+    teacher_pixels = _stack_pixels([cache.get(i, teacher_settings) for i in images], device)
     if student_settings == teacher_settings:
         student_pixels = teacher_pixels
     else:
-        student_pixels = torch.from_numpy(
-            np.stack([cache.get(i, student_settings) for i in images])
-        )
+        student_pixels = _stack_pixels([cache.get(i, student_settings) for i in images], device)
     targets = torch.from_numpy(_dense_targets(examples, rows, num_labels, task)).to(device)
     labeled = torch.from_numpy(examples.labeled[rows]).to(device)
-    return ids, mask, teacher_pixels.to(device), student_pixels.to(device), targets, labeled
+    return ids, mask, teacher_pixels, student_pixels, targets, labeled
 
 
 def _logits(model, ids, mask, pixels):
@@ -614,9 +629,7 @@ def evaluate(
                 ids, mask, pixels = (
                     torch.from_numpy(examples.input_ids[chunk]).to(device),
                     torch.from_numpy(examples.attention_mask[chunk]).to(device),
-                    torch.from_numpy(
-                        np.stack([cache.get(examples.images[i], settings) for i in chunk])
-                    ).to(device),
+                    _stack_pixels([cache.get(examples.images[i], settings) for i in chunk], device),
                 )
                 logits[chunk] = _logits(model, ids, mask, pixels).float().cpu().numpy()
     model.train()
@@ -851,17 +864,16 @@ def distill(
                 if options.hidden_weight > 0:
                     hidden = 0.0
                     for i, teacher_index in enumerate(layer_map):
-                        for s_state, t_state in zip(
-                            student_states[i], teacher_states[teacher_index], strict=True
+                        # One state per encoder pass: NLVR2 encodes each image of the pair in
+                        # its own pass, at its own size.
+                        for position, (s_state, t_state) in enumerate(
+                            zip(student_states[i], teacher_states[teacher_index], strict=True)
                         ):
-                            s_grid = s_pixels.shape[-2:]
-                            t_grid = t_pixels.shape[-2:]
-                            patch = loaded.patch_size
                             aligned = _align_tokens(
                                 t_state.float(),
                                 length,
-                                (s_grid[0] // patch, s_grid[1] // patch),
-                                (t_grid[0] // patch, t_grid[1] // patch),
+                                _image_grid(s_pixels, position, loaded.patch_size),
+                                _image_grid(t_pixels, position, loaded.patch_size),
                             )
                             token_mask = torch.cat(
                                 [

@@ -31,3 +31,10 @@ class DataError(ViltEdgeError):
     """A data set that is missing, malformed, or of the wrong task."""
 
     exit_code = 5
+
+
+class OutputError(ViltEdgeError):
+    """An output path vilt-edge will not write: it holds what vilt-edge did not write there, or
+    replacing it would remove the command's own input before the new output is complete."""
+
+    exit_code = 6

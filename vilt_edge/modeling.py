@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 from transformers import ViltConfig
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.models.vilt.modeling_vilt import (
     ViltEmbeddings,
     ViltForImagesAndTextClassification,
@@ -79,6 +79,43 @@ class ExactViltEmbeddings(ViltEmbeddings):
         tokens = self.dropout(tokens)
         token_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
         return tokens, token_mask, None
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        pixel_values,
+        pixel_mask,
+        inputs_embeds,
+        image_embeds,
+        image_token_type_idx=1,
+    ):
+        """transformers' embeddings, except that `image_token_type_idx` may also be one id per
+        row (a LongTensor of shape (batch,)): an NLVR2 batch can then hold left images (1) and
+        right images (2) of one size together, each with its own modality-type embedding."""
+        if not torch.is_tensor(image_token_type_idx):
+            return super().forward(
+                input_ids,
+                attention_mask,
+                token_type_ids,
+                pixel_values,
+                pixel_mask,
+                inputs_embeds,
+                image_embeds,
+                image_token_type_idx=image_token_type_idx,
+            )
+        text_embeds = self.text_embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
+        )
+        image_embeds, image_masks, _ = self.visual_embed(pixel_values, pixel_mask)
+        text_embeds = text_embeds + self.token_type_embeddings(torch.zeros_like(attention_mask))
+        # One lookup per row, broadcast over its patches: the same sums as transformers'
+        # full_like lookup of one id for every patch.
+        image_embeds = image_embeds + self.token_type_embeddings(image_token_type_idx)[:, None, :]
+        embeddings = torch.cat([text_embeds, image_embeds], dim=1)
+        masks = torch.cat([attention_mask, image_masks], dim=1)
+        return embeddings, masks
 
 
 class ExactViltModel(ViltModel):
@@ -195,12 +232,44 @@ class ExactViltForQuestionAnswering(ViltForQuestionAnswering):
 
 
 class ExactViltForImagesAndTextClassification(ViltForImagesAndTextClassification):
-    """NLVR2 head over `ExactViltModel`; pixel_values are (batch, num_images, 3, H, W)."""
+    """NLVR2 head over `ExactViltModel`.
+
+    `pixel_values` is (batch, num_images, 3, H, W) as in transformers, or a sequence of
+    `num_images` tensors (batch, 3, H_i, W_i), one per image position, each at its own size:
+    what transformers computes for a pair of different sizes, where its processor pads both to
+    one size and the pixel mask limits each image's patches and position grid to its own area.
+    Each image is encoded in its own pass (modality type i + 1) and the head reads the pooled
+    outputs side by side, as transformers does.
+    """
 
     def __init__(self, config: ViltConfig):
         super().__init__(config)
         self.vilt = ExactViltModel(config)
         self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, **kwargs):
+        if not isinstance(pixel_values, (list, tuple)):
+            return super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                **kwargs,
+            )
+        if len(pixel_values) != self.config.num_images:
+            raise ValueError(
+                f"got {len(pixel_values)} images per example; the model takes "
+                f"{self.config.num_images}"
+            )
+        pooled = [
+            self.vilt(
+                input_ids,
+                attention_mask=attention_mask,
+                pixel_values=images,
+                image_token_type_idx=index + 1,
+            ).pooler_output
+            for index, images in enumerate(pixel_values)
+        ]
+        return SequenceClassifierOutput(logits=self.classifier(torch.cat(pooled, dim=-1)))
 
 
 EXACT_CLASS_FOR_TASK = {
@@ -232,6 +301,35 @@ class ExportWrapper(nn.Module):
         finally:
             if exact:
                 vilt.pooled_only = before
+
+
+class PooledEncoderWrapper(nn.Module):
+    """The NLVR2 bundle's encoder: (input_ids, attention_mask, pixel_values,
+    image_token_type_ids) -> the pooled [CLS] vector of each row, one image per row.
+
+    transformers encodes each image of a pair in its own pass, so the encoder is exported once
+    for one image of any size; `image_token_type_ids` (1 for the left image, 2 for the right;
+    one per row, so a batch may mix them) picks the modality-type embedding. The pair head
+    (`ExactViltForImagesAndTextClassification.classifier`) is a graph of its own over the two
+    pooled vectors side by side. The last layer runs for the [CLS] row only.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, pixel_values, image_token_type_ids):
+        vilt = self.model.vilt
+        before, vilt.pooled_only = vilt.pooled_only, True
+        try:
+            return vilt(
+                input_ids,
+                attention_mask=attention_mask,
+                pixel_values=pixel_values,
+                image_token_type_idx=image_token_type_ids,
+            ).pooler_output
+        finally:
+            vilt.pooled_only = before
 
 
 class SdpaViltSelfAttention(nn.Module):

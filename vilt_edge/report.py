@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import textwrap
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 
 from vilt_edge import __version__
 from vilt_edge.errors import DataError
+from vilt_edge.outputs import REPORT_FILES, REPORT_MARKER, check_replaceable, swap_directories
 from vilt_edge.results import Results, describe_machine, read_results
 
 PNG_NAME = "report.png"
@@ -36,8 +38,8 @@ MARKDOWN_NAME = "report.md"
 HTML_NAME = "report.html"
 # Marks a folder as written by write_report, so a rerun may replace it but a folder of the
 # user's own files is never overwritten.
-MARKER_NAME = ".vilt-edge-report"
-_OWN_FILES = {PNG_NAME, MARKDOWN_NAME, HTML_NAME, MARKER_NAME}
+MARKER_NAME = REPORT_MARKER
+assert {PNG_NAME, MARKDOWN_NAME, HTML_NAME, MARKER_NAME} == REPORT_FILES  # what outputs.py knows
 
 _PRECISION_COLORS = {"fp32": "#4c72b0", "fp16": "#8172b3", "int8": "#55a868"}
 _FRONT_COLOR = "#c44e52"
@@ -128,7 +130,8 @@ def write_report(results_paths: list[Path], out_dir: Path) -> ReportPaths:
         (staging / HTML_NAME).write_text(_html(rows, generated, png), encoding="utf-8")
         marker = {"written_by": "vilt-edge report", "vilt_edge_version": __version__}
         (staging / MARKER_NAME).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        _publish(staging, out_dir)
+        _check_out_dir(out_dir)  # nothing else appeared there meanwhile
+        swap_directories(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -138,29 +141,7 @@ def write_report(results_paths: list[Path], out_dir: Path) -> ReportPaths:
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} is a file; the report needs a folder")
-    if not out_dir.is_dir():
-        return
-    entries = {entry.name for entry in out_dir.iterdir()}
-    if entries and (MARKER_NAME not in entries or not entries <= _OWN_FILES):
-        raise DataError(
-            f"{out_dir} holds files a vilt-edge report did not write; "
-            "give an empty or new folder for the report"
-        )
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move the finished report into place; an earlier report there is swapped out whole."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    previous = staging.with_name(staging.name.replace(".tmp-", ".old-"))
-    os.replace(out_dir, previous)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        os.replace(previous, out_dir)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
+    check_replaceable(out_dir, "report")  # an earlier report only: see vilt_edge.outputs
 
 
 def _check_comparable(loaded: list[tuple[Path, Results]]) -> None:
@@ -231,6 +212,20 @@ def _machines(rows: list[_Row]) -> list[str]:
     return list(dict.fromkeys(describe_machine(row.results.machine) for row in rows))
 
 
+# Characters of the 9-point subtitle that fit the plot's width (10 in at 150 dpi, from x=0.08);
+# longer lines are wrapped rather than run past the figure's right edge.
+_SUBTITLE_WIDTH = 118
+
+
+def _subtitle(rows: list[_Row]) -> str:
+    """The machine (wrapped to at most two lines) and the settings, for the plot's subtitle."""
+    machines = _machines(rows)
+    machine = machines[0] if len(machines) == 1 else "machines differ: latencies not comparable"
+    lines = textwrap.wrap(machine, _SUBTITLE_WIDTH, max_lines=2, placeholder=" …")
+    settings = _settings(rows)
+    return "\n".join(lines + ([settings] if settings else []))
+
+
 def _settings(rows: list[_Row]) -> str:
     """Batch size and threads, when every variant ran with the same; latency depends on both."""
     parts = []
@@ -272,7 +267,7 @@ def _delta(row: _Row) -> str:
 _COLUMNS = (
     "Pareto", "Variant", "Model", "Precision", "Runtime", "Device", "Accuracy (%)",
     "Δ vs ref (pts)", "Agreement (%)", "p50 (ms)", "p90 (ms)", "Floor (ms)", "Throughput (/s)",
-    "Size (MB)", "Peak RSS (MB)",
+    "Size (MB)", "Deploy peak RSS (MB)",
 )  # fmt: skip
 _NUMERIC_FROM = 6  # columns from here on are numbers: right-aligned
 
@@ -295,7 +290,8 @@ def _cells(row: _Row) -> list[str]:
         "—" if not results.floor else _latency(results.floor["floor_ms"]),
         _number(results.throughput, 1),
         _number(variant.get("size_mb"), 1),
-        _number(results.peak_rss_mb, 0),
+        # A fresh process that loads the bundle and answers, not the validating one.
+        _number(results.deploy_peak_rss_mb, 0),
     ]
 
 
@@ -327,6 +323,12 @@ def _notes(rows: list[_Row], generated: datetime) -> list[str]:
         "Δ is in percentage points against the reference. Latency is the model's time per batch,"
         " without preprocessing."
     )
+    if any(row.results.deploy_peak_rss_mb is not None for row in rows):
+        notes.append(
+            "Deploy peak RSS: the peak resident memory of a fresh process that loads the bundle "
+            "with vilt-edge's runtime and answers three questions, what an app pays (not the "
+            "validating process, which also holds the data set and the reference)."
+        )
     floors = [row.results.floor for row in rows if row.results.floor]
     if floors:
         sizes = ", ".join(sorted({f["image_size"] for f in floors}))
@@ -444,7 +446,7 @@ def _render_plot(rows: list[_Row]) -> bytes:
 
     figure = Figure(figsize=(10, 6.4), dpi=150)
     canvas = FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.08, 0.21, 0.89, 0.66))
+    axes = figure.add_axes((0.08, 0.21, 0.89, 0.62))  # room for a three-line subtitle
 
     latencies = [row.p50 for row in rows]
     p90s = [row.p90 for row in rows]
@@ -545,16 +547,15 @@ def _render_plot(rows: list[_Row]) -> bytes:
     )
 
     figure.suptitle(_title(rows), x=0.08, y=0.965, ha="left", fontsize=14, fontweight="bold")
-    machines = _machines(rows)
-    subtitle = machines[0] if len(machines) == 1 else "machines differ: latencies not comparable"
-    settings = _settings(rows)
     figure.text(
         0.08,
-        0.905,
-        subtitle + (f"  ·  {settings}" if settings else ""),
+        0.925,
+        _subtitle(rows),
         ha="left",
-        fontsize=9.5,
-        color="#555555" if len(machines) == 1 else "#c44e52",
+        va="top",
+        fontsize=9,
+        linespacing=1.3,
+        color="#555555" if len(_machines(rows)) == 1 else "#c44e52",
     )
 
     precisions = [p for p in _PRECISION_COLORS if any(r.results.precision == p for r in rows)]

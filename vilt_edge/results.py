@@ -33,8 +33,9 @@ from typing import Any
 
 from vilt_edge import __version__
 from vilt_edge.errors import DataError
+from vilt_edge.outputs import RESULTS_SCHEMA, check_replaceable
 
-SCHEMA = "vilt-edge-results"
+SCHEMA = RESULTS_SCHEMA
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)  # a reader that learns version 2 keeps reading 1
 
@@ -85,7 +86,10 @@ class Results:
     throughput: float | None = None  # examples per second
     batch_size: int | None = None
     threads: int | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # the validating process's (data sets, reference and all)
+    # What an app pays: a fresh process that loads the bundle and answers
+    # (`vilt_edge.bench.deploy_peak_rss_mb`); the report's memory column.
+    deploy_peak_rss_mb: float | None = None
     # Roofline floor on the measuring machine (`vilt_edge.roofline.host_floor`), if counted.
     floor: dict[str, Any] | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list)
@@ -114,6 +118,7 @@ class Results:
         _check_int(self.batch_size, "batch_size", minimum=1, optional=True)
         _check_int(self.threads, "threads", minimum=1, optional=True)
         _check_number(self.peak_rss_mb, "peak_rss_mb", optional=True)
+        _check_number(self.deploy_peak_rss_mb, "deploy_peak_rss_mb", optional=True)
         if self.floor is not None:
             if not isinstance(self.floor, dict):
                 raise DataError("results field 'floor' must be an object")
@@ -164,10 +169,12 @@ class Results:
 
 
 def write_results(results: Results, path: str | os.PathLike) -> Path:
-    """Write `results` as JSON to `path`, atomically: readers see the old file or the new one."""
+    """Write `results` as JSON to `path`, atomically: readers see the old file or the new one.
+    An existing `path` is replaced only if it is a vilt-edge results file (`OutputError`)."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a file name for the results, e.g. {path}/x.json")
+    check_replaceable(path, "results")  # an earlier results file, never a file of the user's
     path.parent.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: NaN is not JSON; validation already refuses it, so this is a bug guard.
     text = json.dumps(results.to_json(), indent=2, allow_nan=False) + "\n"

@@ -370,10 +370,11 @@ def measure_ceilings(threads: int | None = None, size: int = 1024, runs: int = 2
 
 
 def host_floor(model_path, image_size: tuple[int, int], threads: int | None = None,
-               text_length: int | None = None) -> dict | None:  # fmt: skip
+               text_length: int | None = None, images: int = 1) -> dict | None:  # fmt: skip
     """The compute floor of an ONNX model on this machine at `image_size`: its operations at
-    the GEMM ceilings measured here (`measure_ceilings`). None where it cannot be counted (onnx
-    not installed; a model file that is not ONNX, e.g. a TensorRT engine or ORT format)."""
+    the GEMM ceilings measured here (`measure_ceilings`), for `images` images per example (an
+    NLVR2 encoder runs once per image of the pair). None where it cannot be counted (onnx not
+    installed; a model file that is not ONNX, e.g. a TensorRT engine or ORT format)."""
     if not str(model_path).endswith(".onnx"):
         return None
     try:
@@ -381,7 +382,7 @@ def host_floor(model_path, image_size: tuple[int, int], threads: int | None = No
     except ImportError:
         return None
     try:
-        cost = count_graph(model_path, image_size, text_length=text_length)
+        cost = count_graph(model_path, image_size, batch=images, text_length=text_length)
     except BundleError:  # e.g. ops shape inference does not know; the floor is optional
         return None
     ceilings = measure_ceilings(threads)

@@ -78,11 +78,10 @@ def _positive_int(value: object, what: str) -> int:
 class ViltRuntime:
     """A loaded bundle that answers questions; build it with `ViltRuntime.load(path)`.
 
-    NLVR2 deviation: the exported model takes no pixel mask, so both images of a pair must have
-    one size. When the left and right images preprocess to different sizes, the right image is
-    resized (from the original, with the bundle's resample filter, before rescaling) to the left
-    one's size, where transformers would zero-pad both to the larger size under a pixel mask.
-    Only NLVR2 pairs whose images differ in aspect ratio are affected.
+    NLVR2 bundles are exact for any pair: each image is encoded at its own preprocessed size
+    (the model file returns its pooled vector), and the pair head (`head.onnx`, on ONNX
+    Runtime's CPU provider) reads both, as transformers computes it. In a batch, images of one
+    size are encoded together, left and right ones alike.
     """
 
     def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
@@ -115,6 +114,15 @@ class ViltRuntime:
             threads=threads,
             settings=settings or None,
         )
+        # NLVR2's pair head: two small matrix products over the pooled vectors, on ONNX
+        # Runtime's CPU provider whatever runs the encoder (a TensorRT engine, torch-cuda).
+        self.head: Runner | None = None
+        if bundle.head_path is not None:
+            try:
+                self.head = get_runner("onnxruntime").load(bundle.head_path, threads=threads)
+            except BaseException:
+                self.runner.close()
+                raise
         self.last_latency_ms: dict[str, float] = {}
 
     @classmethod
@@ -208,45 +216,92 @@ class ViltRuntime:
         pixels = [self._pixels(image) for image in images]
         preprocess_ms = (time.perf_counter() - started) * 1000
 
-        by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for index, array in enumerate(pixels):
-            by_size[array.shape].append(index)
-        logits = np.zeros((len(images), len(self.bundle.labels)), dtype=np.float64)
         model_ms = 0.0
-        for indices in by_size.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                logits[chunk] = self._run(
-                    input_ids[chunk], attention_mask[chunk], np.stack([pixels[i] for i in chunk])
+        outputs: np.ndarray | None = None
+        trim = self.runner.dynamic_text
+        batch_size = min(batch_size, self.runner.max_batch or batch_size)
+        for rows, feeds in self._batches(input_ids, attention_mask, pixels, batch_size, trim):
+            output = self._run(feeds)
+            model_ms += self.runner.last_inference_time_ms or 0.0
+            if outputs is None:
+                shape = (len(images),) + ((self.manifest.num_images,) if self.head else ())
+                outputs = np.zeros(shape + output.shape[1:], dtype=output.dtype)
+            outputs[rows] = output
+        logits = outputs
+        if outputs is None:  # no examples
+            logits = np.zeros((0, len(self.labels)))
+        elif self.head is not None:  # the pooled vectors of a pair side by side -> the pair head
+            logits = self.head.run({"pooled": outputs.reshape(len(images), -1)})
+            model_ms += self.head.last_inference_time_ms or 0.0
+            if logits.shape != (len(images), len(self.bundle.labels)):
+                raise BundleError(
+                    f"labels.json: lists {len(self.bundle.labels)} answers, but the pair head "
+                    f"returns logits of shape {tuple(logits.shape)} for {len(images)} pair(s)"
                 )
-                model_ms += self.runner.last_inference_time_ms or 0.0
         self.last_latency_ms = {
             "preprocess": preprocess_ms,
             "model": model_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
-        return logits
+        return logits.astype(np.float64)
+
+    def _batches(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        pixels: list[np.ndarray | tuple[np.ndarray, ...]],
+        batch_size: int,
+        trim: bool,
+    ):
+        """(rows, feeds) per model call: images grouped by preprocessed size, at most
+        `batch_size` a call, padding columns cut when `trim`. `rows` indexes the output:
+        example indices for VQA, (example, image position) index arrays for NLVR2, whose pairs
+        are split into their images (each row carries its `image_token_type_ids`: 1 for the
+        left image, 2 for the right)."""
+        by_size: dict[tuple[int, ...], list[tuple[int, int]]] = defaultdict(list)
+        for example, arrays in enumerate(pixels):
+            for position, array in enumerate(arrays if self.head else (arrays,)):
+                by_size[array.shape].append((example, position))
+        for members in by_size.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                examples = [example for example, _ in chunk]
+                ids, mask = input_ids[examples], attention_mask[examples]
+                if trim:
+                    ids, mask = trim_padding(ids, mask)
+                feeds = {"input_ids": ids, "attention_mask": mask}
+                if self.head is None:
+                    feeds["pixel_values"] = np.stack([pixels[example] for example in examples])
+                    yield examples, feeds
+                    continue
+                positions = [position for _, position in chunk]
+                feeds["pixel_values"] = np.stack(
+                    [pixels[example][position] for example, position in chunk]
+                )
+                feeds["image_token_type_ids"] = np.array(positions, dtype=np.int64) + 1
+                yield (np.array(examples), np.array(positions)), feeds
 
     def feeds(
         self, images: Sequence[ImageSource | Sequence[ImageSource]], questions: Sequence[str]
-    ) -> dict[str, np.ndarray]:
-        """The model inputs for same-size examples, preprocessed and tokenized as `ask` does
-        (`input_ids`, `attention_mask`, `pixel_values`): what calibration feeds the model."""
+    ) -> list[dict[str, np.ndarray]]:
+        """The model file's inputs for these examples, preprocessed and tokenized as `ask` does
+        (`input_ids`, `attention_mask`, `pixel_values`, and for NLVR2 `image_token_type_ids`):
+        one feed dict per group of same-size images, what calibration feeds the model. The
+        padding is not cut, so every feed has the bundle's text length. For one NLVR2 example
+        the images come out in order (left, then right), so the pooled outputs concatenate to
+        the head's input."""
         input_ids, attention_mask = self.tokenizer.encode(list(questions))
         pixels = [self._pixels(image) for image in images]
-        if len({array.shape for array in pixels}) > 1:
-            raise InputError("feeds takes images of one preprocessed size; group them first")
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": np.stack(pixels),
-        }
+        batches = self._batches(input_ids, attention_mask, pixels, 2 * len(pixels) + 1, False)
+        return [feeds for _, feeds in batches]
 
     def predict_index(self, logits: np.ndarray) -> np.ndarray:
         """Top-1 label index per row of `logits` (the answer `ask` would rank first)."""
         return np.argmax(logits, axis=-1)
 
-    def _pixels(self, image: ImageSource | Sequence[ImageSource]) -> np.ndarray:
+    def _pixels(
+        self, image: ImageSource | Sequence[ImageSource]
+    ) -> np.ndarray | tuple[np.ndarray, ...]:
         settings = self.bundle.preprocessing
         if self._true_index is None:
             if isinstance(image, (tuple, list)):
@@ -256,28 +311,26 @@ class ViltRuntime:
         count = len(image) if isinstance(image, (tuple, list)) else 1
         if count != 2:
             raise InputError(f"this NLVR2 bundle needs two images (left and right); got {count}")
-        left = preprocess_image(image[0], settings)
-        right = preprocess_image(image[1], settings)
-        if right.shape != left.shape:
-            # Decoding the right image twice is the price of keeping the size checks (and their
-            # messages naming the file) inside preprocess_image; it only happens for such pairs.
-            right = preprocess_image(image[1], settings, size=left.shape[1:])
-        return np.stack([left, right])
+        # Each at its own size, as transformers' pixel mask limits each image to its own area.
+        return (preprocess_image(image[0], settings), preprocess_image(image[1], settings))
 
-    def _run(
-        self, input_ids: np.ndarray, attention_mask: np.ndarray, pixel_values: np.ndarray
-    ) -> np.ndarray:
-        if self.runner.dynamic_text:
-            input_ids, attention_mask = trim_padding(input_ids, attention_mask)
-        logits = self.runner.run(
-            {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
-        )
-        if logits.ndim != 2 or logits.shape != (len(input_ids), len(self.bundle.labels)):
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        output = self.runner.run(feeds)
+        rows = len(feeds["input_ids"])
+        if self.head is None:
+            expected = (rows, len(self.bundle.labels))
+            if output.shape != expected:
+                raise BundleError(
+                    f"labels.json: lists {len(self.bundle.labels)} answers, but the model "
+                    f"returns logits of shape {tuple(output.shape)} for {rows} example(s)"
+                )
+            return output.astype(np.float64)
+        if output.ndim != 2 or output.shape[0] != rows:
             raise BundleError(
-                f"labels.json: lists {len(self.bundle.labels)} answers, but the model returns "
-                f"logits of shape {tuple(logits.shape)} for {len(input_ids)} example(s)"
+                f"{self.manifest.model_file}: returns shape {tuple(output.shape)} for {rows} "
+                "image(s); an NLVR2 encoder returns one pooled vector per image"
             )
-        return logits.astype(np.float64)
+        return output.astype(np.float32)
 
     def _answers(self, logits: np.ndarray, top_k: int) -> list[Answer]:
         if self._true_index is not None:
@@ -292,6 +345,8 @@ class ViltRuntime:
 
     def close(self) -> None:
         self.runner.close()
+        if self.head is not None:
+            self.head.close()
 
     def __enter__(self) -> ViltRuntime:
         return self

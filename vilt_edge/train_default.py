@@ -337,7 +337,7 @@ def train_default(
                     f"({time.time() - started:.0f} s)"
                 )
                 # A usable snapshot survives an interrupted run.
-                write_hf_directory(model, tokenizer, recipe, labels, out_dir / "snapshot")
+                _publish(model, tokenizer, recipe, labels, out_dir / "snapshot")
     train_seconds = time.time() - started
     model.eval()
     correct = evaluate(model, test_pixels, test_rows, test_ids, test_mask, test_answers)
@@ -354,9 +354,32 @@ def train_default(
         "threads": torch.get_num_threads(),
         "history": [{k: float(v) for k, v in h.items()} for h in history],
     }
-    write_hf_directory(model, tokenizer, recipe, labels, out_dir)
-    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
+    _publish(model, tokenizer, recipe, labels, out_dir, summary)
     return summary
+
+
+def _publish(model, tokenizer, recipe, labels, out: Path, summary: dict | None = None) -> None:
+    """Write the model directory into a staging sibling, then move its files into `out` with
+    config.json (what marks a model directory) last: an interrupted write leaves no directory
+    that loads as a half-written model."""
+    import shutil
+    import uuid
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # os.mkdir, not tempfile.mkdtemp: the files keep the user's umask, not owner-only rights.
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        write_hf_directory(model, tokenizer, recipe, labels, staging)
+        if summary is not None:
+            (staging / "training_summary.json").write_text(json.dumps(summary, indent=2))
+        out.mkdir(exist_ok=True)
+        (out / "config.json").unlink(missing_ok=True)  # an earlier snapshot's, first
+        names = sorted(p.name for p in staging.iterdir() if p.name != "config.json")
+        for name in names + ["config.json"]:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -327,6 +327,7 @@ def validate(
                 }
             )
     runner = runtime.runner.describe()
+    from vilt_edge.bench import deploy_peak_rss_mb
     from vilt_edge.roofline import host_floor
 
     bundle = runtime.bundle
@@ -342,7 +343,13 @@ def validate(
         _, mask = runtime.tokenizer.encode(data.inputs()[1])
         text_length = max(2, int(np.median(mask.sum(axis=1))))
     threads = runner.get("threads")
-    floor = host_floor(model_path, bundle.default_image_size, threads, text_length=text_length)
+    floor = host_floor(
+        model_path,
+        bundle.default_image_size,
+        threads,
+        text_length=text_length,
+        images=bundle.manifest.num_images,
+    )
     if floor is not None:
         floor["text_length"] = text_length
     return Results(
@@ -359,6 +366,7 @@ def validate(
         batch_size=batch_size,
         threads=runner.get("threads"),
         peak_rss_mb=rss,
+        deploy_peak_rss_mb=deploy_peak_rss_mb(bundle.path, runner.get("threads")),
         floor=floor,
         machine=machine_description(),
         predictions=predictions,
@@ -386,6 +394,7 @@ def summary_json(results: Results) -> dict[str, Any]:
         "batch_size": results.batch_size,
         "threads": results.threads,
         "peak_rss_mb": results.peak_rss_mb,
+        "deploy_peak_rss_mb": results.deploy_peak_rss_mb,
         "variant": results.variant,
         "machine": results.machine,
     }

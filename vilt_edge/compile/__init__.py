@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.bundle import Bundle, external_data_file, write_bundle
+from vilt_edge.bundle import Bundle, check_output, external_data_file, write_bundle
 from vilt_edge.devices import DeviceProfile, detect_host, get_profile
 from vilt_edge.errors import BundleError, InputError
 
@@ -169,8 +169,8 @@ def compile_bundle(
     Returns the new bundle (None for a check) and a summary.
     """
     status = status or (lambda message: None)
-    if out is not None and Path(out).exists() and not options.overwrite and not options.check_only:
-        raise BundleError(f"output exists: {out} (choose another path or pass --overwrite)")
+    if out is not None and not options.check_only:  # before any slow work
+        check_output(out, options.overwrite, inputs=() if str(source) == "default" else (source,))
     from vilt_edge.default_model import open_bundle
 
     bundle = open_bundle(source)
@@ -245,7 +245,15 @@ def _write(
     }
     fields = {
         f: getattr(manifest, f)
-        for f in ("task", "text_length", "num_images", "patch_size", "inputs", "precision")
+        for f in (
+            "task",
+            "head_file",
+            "text_length",
+            "num_images",
+            "patch_size",
+            "inputs",
+            "precision",
+        )
     }
     fields.update(
         model_file=model_file,
@@ -263,4 +271,6 @@ def _write(
             "runtime_settings": record["runtime_settings"],
         },
     )
-    return write_bundle(Path(out), fields, write_files, overwrite=options.overwrite)
+    return write_bundle(
+        Path(out), fields, write_files, overwrite=options.overwrite, inputs=(bundle.path,)
+    )

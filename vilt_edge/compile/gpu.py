@@ -28,7 +28,8 @@ MAX_DEFAULT_WORKSPACE = 4 << 30  # TensorRT rarely needs more for a ViLT; more o
 def engine_shapes(bundle: Bundle, max_batch: int, image_sizes) -> dict[str, tuple]:
     """(min, opt, max) per input for one optimization profile. Without --image-sizes: any
     image the preprocessing can produce (sides from one patch up to its longest edge), tuned
-    for a 4:3 camera frame at its shorter edge."""
+    for a 4:3 camera frame at its shorter edge. The batch counts images: an NLVR2 engine
+    encodes each image of a pair in a row of its own (same-size images share a call)."""
     manifest, prep = bundle.manifest, bundle.preprocessing
     patch = manifest.patch_size
     if image_sizes:
@@ -42,15 +43,17 @@ def engine_shapes(bundle: Bundle, max_batch: int, image_sizes) -> dict[str, tupl
         low, high = (patch, patch), (longest, longest)
         opt = (short, min(longest, (short * 4 // 3) // patch * patch))
     text = manifest.text_length
-    images = (2,) if manifest.num_images == 2 else ()
     batches = (1, 1, max_batch)
-    return {
+    shapes = {
         "input_ids": tuple((b, text) for b in batches),
         "attention_mask": tuple((b, text) for b in batches),
         "pixel_values": tuple(
-            (b, *images, 3, *size) for b, size in zip(batches, (low, opt, high), strict=True)
+            (b, 3, *size) for b, size in zip(batches, (low, opt, high), strict=True)
         ),
     }
+    if manifest.head_file is not None:  # NLVR2: the engine encodes images, one per row
+        shapes["image_token_type_ids"] = tuple((b,) for b in batches)
+    return shapes
 
 
 def _tensorrt_version(profile, requested: str | None) -> str:
@@ -284,11 +287,15 @@ def _torch_tensorrt_compile(
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--compiler torch-tensorrt needs a CUDA GPU; none is visible here")
     dtype = torch.float16 if device == "cuda" else torch.float32  # CPU: the tests' stand-in
-    from vilt_edge.modeling import ExportWrapper, use_sdpa_attention
+    from vilt_edge.modeling import ExportWrapper, PooledEncoderWrapper, use_sdpa_attention
 
     use_sdpa_attention(loaded.model)
-    module = ExportWrapper(loaded.model.eval()).to(device=device, dtype=dtype)
-    dtypes = {"input_ids": torch.long, "attention_mask": torch.long, "pixel_values": dtype}
+    names = [n for n in ("input_ids", "attention_mask", "pixel_values", "image_token_type_ids")
+             if n in shapes]  # fmt: skip
+    wrapper = PooledEncoderWrapper if "image_token_type_ids" in shapes else ExportWrapper
+    module = wrapper(loaded.model.eval()).to(device=device, dtype=dtype)
+    dtypes = {"input_ids": torch.long, "attention_mask": torch.long, "pixel_values": dtype,
+              "image_token_type_ids": torch.long}  # fmt: skip
     inputs = [
         torch_tensorrt.Input(
             min_shape=shapes[name][0],
@@ -296,16 +303,13 @@ def _torch_tensorrt_compile(
             max_shape=shapes[name][2],
             dtype=dtypes[name],
         )  # fmt: skip
-        for name in ("input_ids", "attention_mask", "pixel_values")
+        for name in names
     ]
     settings: dict[str, Any] = {"enabled_precisions": {dtype}}
     if workspace:
         settings["workspace_size"] = workspace
     compiled = torch_tensorrt.compile(module, ir="dynamo", inputs=inputs, **settings)
-    example = [
-        torch.ones(shapes[name][1], dtype=dtypes[name], device=device)
-        for name in ("input_ids", "attention_mask", "pixel_values")
-    ]
+    example = [torch.ones(shapes[name][1], dtype=dtypes[name], device=device) for name in names]
     save_parameters = inspect.signature(torch_tensorrt.save).parameters
     key = "arg_inputs" if "arg_inputs" in save_parameters else "inputs"
     torch_tensorrt.save(compiled, str(path), output_format="exported_program", **{key: example})

@@ -76,29 +76,34 @@ def examples_hash(data: DataSet) -> str:
 
 class FeedReader:
     """An `onnxruntime.quantization.CalibrationDataReader`: one example per model call (images
-    of a data set may preprocess to different sizes), preprocessed by the source bundle's own
-    runtime so calibration sees exactly what inference sees."""
+    of a data set may preprocess to different sizes; an NLVR2 example gives one call per image
+    size), preprocessed by the source bundle's own runtime so calibration sees exactly what
+    inference sees."""
 
     def __init__(self, runtime, data: DataSet, on_progress=None) -> None:
         self.runtime = runtime
         self.data = data
         self.on_progress = on_progress
         self._next = 0
+        self._pending: list[dict] = []
 
     def get_next(self) -> dict | None:
-        if self._next >= len(self.data):
-            return None
-        images, questions = self.data.inputs(self._next, self._next + 1)
-        self._next += 1
-        if self.on_progress is not None:
-            self.on_progress(1)
-        return self.runtime.feeds(images, questions)
+        while not self._pending:
+            if self._next >= len(self.data):
+                return None
+            images, questions = self.data.inputs(self._next, self._next + 1)
+            self._next += 1
+            if self.on_progress is not None:
+                self.on_progress(1)
+            self._pending = self.runtime.feeds(images, questions)
+        return self._pending.pop(0)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def rewind(self) -> None:
         self._next = 0
+        self._pending = []
 
     def __iter__(self):
         return self

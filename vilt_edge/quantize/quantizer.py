@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.bundle import Bundle, external_data_file, save_model, write_bundle
+from vilt_edge.bundle import Bundle, check_output, external_data_file, save_model, write_bundle
 from vilt_edge.errors import BundleError, DataError, InputError
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
 from vilt_edge.quantize.graph import (
@@ -111,15 +111,24 @@ def _method(name: str):
 
 
 class _Session:
-    """Logits of an ONNX model on prepared feeds (one feed dict per example)."""
+    """Logits of an ONNX model file on prepared examples: each example is the list of feed
+    dicts `ViltRuntime.feeds` gives for it (one for VQA; for NLVR2, its images, whose pooled
+    outputs the bundle's pair head `head` reads side by side)."""
 
-    def __init__(self, path: Path, threads: int | None) -> None:
+    def __init__(self, path: Path, threads: int | None, head: Path | None = None) -> None:
         from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
 
         self.runner = OnnxRuntimeRunner(path, threads=threads)
+        self.head = OnnxRuntimeRunner(head, threads=threads) if head is not None else None
 
-    def logits(self, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-        return np.concatenate([self.runner.run(f) for f in feeds]).astype(np.float64)
+    def logits(self, examples: list[list[dict[str, np.ndarray]]]) -> np.ndarray:
+        rows = []
+        for feeds in examples:
+            outputs = np.concatenate([self.runner.run(f) for f in feeds])
+            if self.head is not None:
+                outputs = self.head.run({"pooled": outputs.reshape(1, -1).astype(np.float32)})
+            rows.append(outputs)
+        return np.concatenate(rows).astype(np.float64)
 
 
 class Quantizer:
@@ -308,7 +317,7 @@ class Quantizer:
             "nodes_kept_fp32": blocked,
         }
 
-    def _held_out_feeds(self, data: DataSet) -> list[dict[str, np.ndarray]]:
+    def _held_out_feeds(self, data: DataSet) -> list[list[dict[str, np.ndarray]]]:
         feeds = []
         for index in range(len(data)):
             feeds.append(self.runtime.feeds(*data.inputs(index, index + 1)))
@@ -324,14 +333,17 @@ class Quantizer:
         held_out = self.split.held_out
         labeled = _is_labeled(held_out)
         feeds = self._held_out_feeds(held_out)
-        reference = _Session(self.runtime.bundle.model_path, self.options.threads).logits(feeds)
+        head = self.runtime.bundle.head_path
+        reference = _Session(self.runtime.bundle.model_path, self.options.threads, head).logits(
+            feeds
+        )
         labels = self.runtime.labels
         reference_accuracy = (
             score(held_out, labels, reference.argmax(1))["accuracy"] if labeled else 1.0
         )
 
         def measure(model_path: Path) -> dict[str, float]:
-            logits = _Session(model_path, self.options.threads).logits(feeds)
+            logits = _Session(model_path, self.options.threads, head).logits(feeds)
             agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
             if labeled:
                 accuracy = score(held_out, labels, logits.argmax(1))["accuracy"]
@@ -358,7 +370,7 @@ class Quantizer:
                 self.on_progress("layer sensitivity", number, len(groups))
                 trial = work / f"only-{group}.onnx"
                 self._int8(prepared, trial, cache, only=nodes)
-                logits = _Session(trial, self.options.threads).logits(sample)
+                logits = _Session(trial, self.options.threads, head).logits(sample)
                 sensitivity[group] = float(np.mean((logits - reference_sample) ** 2)) / scale
                 trial.unlink()
             order = sorted(groups, key=lambda g: -sensitivity[g])
@@ -436,7 +448,15 @@ class Quantizer:
             manifest = source.manifest
             fields = {
                 f: getattr(manifest, f)
-                for f in ("task", "model_file", "text_length", "num_images", "patch_size", "inputs")
+                for f in (
+                    "task",
+                    "model_file",
+                    "head_file",
+                    "text_length",
+                    "num_images",
+                    "patch_size",
+                    "inputs",
+                )
             }
             fields.update(
                 precision=options.precision,
@@ -453,7 +473,9 @@ class Quantizer:
             from vilt_edge import __version__
 
             fields["vilt_edge_version"] = __version__
-            bundle = write_bundle(out, fields, write_files, overwrite=options.overwrite)
+            bundle = write_bundle(
+                out, fields, write_files, overwrite=options.overwrite, inputs=(source.path,)
+            )
         return bundle, summary
 
 
@@ -516,6 +538,6 @@ def quantize_bundle(
 ) -> tuple[Bundle, dict[str, Any]]:
     """Quantize the FP32 bundle `source` into a new bundle at `out` (written atomically)."""
     out = Path(out)
-    if out.exists() and not options.overwrite:
-        raise BundleError(f"output exists: {out} (choose another path or pass --overwrite)")
+    # Before any slow work; "default" names the embedded model, not a path.
+    check_output(out, options.overwrite, inputs=() if str(source) == "default" else (source,))
     return Quantizer(source, options, status, on_progress).run(out)

@@ -16,6 +16,9 @@ class RunnerBase:
     # batch's padding columns (`vilt_edge.runtime.trim_padding`). Runners that pad to the full
     # length (TensorRT's profiles, CUDA graphs) keep False.
     dynamic_text: bool = False
+    # The most rows one `run` takes (a TensorRT engine's profile); None: any. `ViltRuntime`
+    # splits larger groups, so an NLVR2 pair of one size runs as two calls on a batch-1 engine.
+    max_batch: int | None = None
 
     def __init__(  # the signature `load` calls; subclasses replace it
         self,

@@ -234,6 +234,8 @@ class TensorRTRunner(RunnerBase):
                     f"{_show(largest)} from manifest.json"
                 )
             self._max_shapes[name] = largest
+        if self._max_shapes.get("input_ids"):
+            self.max_batch = int(self._max_shapes["input_ids"][0])
         for name in outputs:
             shape = _dims(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):

@@ -27,6 +27,9 @@ from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
 INPUTS = ("input_ids", "attention_mask", "pixel_values")
+# NLVR2 bundles run the encoder of one image per row (its pooled vector); the runtime applies
+# the pair head.
+PAIR_INPUTS = INPUTS + ("image_token_type_ids",)
 
 
 class TorchCudaRunner(RunnerBase):
@@ -63,6 +66,7 @@ class TorchCudaRunner(RunnerBase):
         self.last_inference_time_ms: float | None = None
         self._torch = torch
         self._exported = False
+        self._pair = False
         self._model = self._build(torch)
         self._graphs: dict[tuple, tuple[Any, dict[str, Any], Any]] = {}
 
@@ -72,7 +76,11 @@ class TorchCudaRunner(RunnerBase):
         from safetensors.torch import load_file
         from transformers import ViltConfig
 
-        from vilt_edge.modeling import EXACT_CLASS_FOR_TASK, use_sdpa_attention
+        from vilt_edge.modeling import (
+            EXACT_CLASS_FOR_TASK,
+            PooledEncoderWrapper,
+            use_sdpa_attention,
+        )
 
         directory = self.model_path.parent
         try:
@@ -86,6 +94,9 @@ class TorchCudaRunner(RunnerBase):
             raise BundleError(f"{self.model_path}: weights do not match config.json")
         use_sdpa_attention(model)
         model = model.eval().to(device=self.device, dtype=self.dtype)
+        if task == "nlvr2":  # one image per row -> its pooled vector (the runtime runs the head)
+            model, self._pair = PooledEncoderWrapper(model), True
+            self.input_names = list(PAIR_INPUTS)
         if self.compile_mode:
             model = torch.compile(model, mode=self.compile_mode, dynamic=False)
         return model
@@ -98,18 +109,20 @@ class TorchCudaRunner(RunnerBase):
                 "this bundle was compiled by torch-tensorrt, which is not installed here"
             ) from None
         try:
-            module = torch.export.load(str(self.model_path)).module()
+            program = torch.export.load(str(self.model_path))
+            module = program.module()
         except Exception as error:  # noqa: BLE001 - deserialization errors share no base
             raise BundleError(f"{self.model_path}: cannot load ({type(error).__name__})") from None
         self._exported = True
         self.use_graphs = False  # TensorRT engines run their own launches
+        if len(program.graph_signature.user_inputs) == len(PAIR_INPUTS):  # an NLVR2 encoder
+            self._pair = True
+            self.input_names = list(PAIR_INPUTS)
         return module
 
     def _forward(self, inputs: dict[str, Any]):
-        if self._exported:  # ExportWrapper's signature: (input_ids, attention_mask, pixels)
-            return self._model(
-                inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"]
-            )
+        if self._exported or self._pair:  # the wrappers' positional signature
+            return self._model(*(inputs[name] for name in self.input_names))
         return self._model(
             input_ids=inputs["input_ids"],
             attention_mask=inputs["attention_mask"],
@@ -118,11 +131,16 @@ class TorchCudaRunner(RunnerBase):
 
     def _to_device(self, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
         torch = self._torch
-        return {
+        tensors = {
             "input_ids": torch.as_tensor(feeds["input_ids"], dtype=torch.long),
             "attention_mask": torch.as_tensor(feeds["attention_mask"], dtype=torch.long),
             "pixel_values": torch.as_tensor(feeds["pixel_values"]).to(self.dtype),
         }
+        if self._pair:
+            tensors["image_token_type_ids"] = torch.as_tensor(
+                feeds["image_token_type_ids"], dtype=torch.long
+            )
+        return tensors
 
     def _capture(self, key: tuple, inputs: dict[str, Any]):
         """One CUDA graph for this input shape: warm up on a side stream, capture, keep the
@@ -144,7 +162,7 @@ class TorchCudaRunner(RunnerBase):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self._model is None:
             raise RuntimeError("this runner is closed")
-        missing = [name for name in INPUTS if name not in feeds]
+        missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise BundleError(f"the model wants input(s) {', '.join(missing)}")
         torch = self._torch
