@@ -80,31 +80,24 @@ class ExactViltEmbeddings(ViltEmbeddings):
         token_mask = torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
         return tokens, token_mask, None
 
-    def forward(
-        self,
-        input_ids,
-        attention_mask,
-        token_type_ids,
-        pixel_values,
-        pixel_mask,
-        inputs_embeds,
-        image_embeds,
-        image_token_type_idx=1,
-    ):
-        """transformers' embeddings, except that `image_token_type_idx` may also be one id per
-        row (a LongTensor of shape (batch,)): an NLVR2 batch can then hold left images (1) and
-        right images (2) of one size together, each with its own modality-type embedding."""
+    def forward(self, *args, image_token_type_idx=1):
+        """transformers' embeddings (same positional arguments), except that
+        `image_token_type_idx` may also be one id per row (a LongTensor of shape (batch,)): an
+        NLVR2 batch can then hold left images (1) and right images (2) of one size together,
+        each with its own modality-type embedding."""
         if not torch.is_tensor(image_token_type_idx):
-            return super().forward(
-                input_ids,
-                attention_mask,
-                token_type_ids,
-                pixel_values,
-                pixel_mask,
-                inputs_embeds,
-                image_embeds,
-                image_token_type_idx=image_token_type_idx,
-            )
+            return super().forward(*args, image_token_type_idx=image_token_type_idx)
+        (
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            pixel_values,
+            pixel_mask,
+            inputs_embeds,
+            *rest,
+        ) = args
+        if rest and rest[0] is not None:  # image_embeds
+            raise ValueError("per-row image_token_type_idx needs pixel_values, not image_embeds")
         text_embeds = self.text_embeddings(
             input_ids=input_ids, token_type_ids=token_type_ids, inputs_embeds=inputs_embeds
         )
