@@ -133,6 +133,35 @@ def test_quantize_in_place_leaves_a_loadable_bundle_at_every_instant(tiny_vqa_bu
     assert [p.name for p in tmp_path.iterdir()] == ["B"]  # no staging or retired folder left
 
 
+def test_a_bundle_swapped_while_it_is_read_is_read_again(tiny_vqa_bundle, tmp_path, monkeypatch):
+    """The race the polling test can only hit by chance, forced: the folder is exchanged after
+    the reader took the old manifest and before it hashed the files. The reader reads again
+    and returns the new bundle, whole, instead of reporting a mismatch."""
+    import json
+
+    from vilt_edge import bundle as bundle_module
+
+    old = Path(shutil.copytree(tiny_vqa_bundle, tmp_path / "B"))
+    new = Path(shutil.copytree(tiny_vqa_bundle, tmp_path / "staging"))
+    with open(new / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    manifest = json.loads((new / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = bundle_module.sha256_file(new / "model.onnx")
+    manifest["precision"] = "int8"
+    (new / "manifest.json").write_text(json.dumps(manifest))
+    real_hash = bundle_module.sha256_file
+    swapped: list[bool] = []
+
+    def hash_then_swap(path, *args, **kwargs):
+        if not swapped:
+            swapped.append(outputs._exchange(new, old))
+        return real_hash(path, *args, **kwargs)
+
+    monkeypatch.setattr(bundle_module, "sha256_file", hash_then_swap)
+    assert load_bundle(old).manifest.precision == "int8"
+    assert swapped == [True]
+
+
 def test_without_an_atomic_swap_in_place_is_refused_and_others_still_replace(
     tiny_vqa_dir, tiny_vqa_bundle, tmp_path, monkeypatch
 ):

@@ -292,7 +292,30 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read and verify a bundle: format version, then the sha256 of every listed file."""
+    """Read and verify a bundle: format version, then the sha256 of every listed file.
+
+    `--overwrite` swaps a finished bundle in by exchanging two folders atomically, but a
+    reader that read the old manifest and then a file of the new bundle would see a mismatch:
+    when the folder at `path` was replaced while it was being read, it is read again."""
+    for _ in range(3):
+        before = _identity(path)
+        try:
+            return _load_bundle(path, verify)
+        except BundleError:
+            if before is None or _identity(path) == before:
+                raise
+    return _load_bundle(path, verify)
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _load_bundle(path: str | os.PathLike, verify: bool) -> Bundle:
     root = Path(path)
     if not root.exists():
         raise BundleError(f"bundle not found: {root}")
