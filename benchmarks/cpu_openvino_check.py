@@ -90,7 +90,7 @@ def main() -> None:
     height, width = 384, 512
 
     from vilt_edge.bench import synthetic_feeds
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
     from vilt_edge.quantize import QuantizeOptions, quantize_bundle
     from vilt_edge.runtime import ViltRuntime
 
@@ -106,7 +106,7 @@ def main() -> None:
             ("trt", QuantizeOptions(precision="int8", target="jetson-orin-nano", **calib)),
         ]:
             print(f"quantizing: vilt-edge INT8 {key} ...", file=sys.stderr)
-            bundles[key] = quantize_bundle(fp32, work / key, options)[0].path
+            bundles[key] = quantize_bundle(fp32, work / key, options).bundle.path
 
         runtime = ViltRuntime.load(fp32, threads=1)  # for its tokenizer and manifest
         feeds = synthetic_feeds(runtime, (height, width), args.text_len, 1)

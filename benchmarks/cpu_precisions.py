@@ -23,7 +23,7 @@ runtime; every variant is loaded first, then they take turns in `--rounds` round
 calls before each block), so a slow spell of a shared machine falls on all rows alike. Ratios
 are to transformers eager FP32 and to the naive INT8 graph.
 The floor column is the roofline prediction on this machine: each bundle's multiply-accumulates
-(`vilt_edge.roofline`, by precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches
+(`vilt_edge.devices.roofline`, by precision) at the INT8 and FP32 GEMM ceilings ONNX Runtime reaches
 here, measured in the same run. The closing lines check the best CPU INT8 bundle against the
 targets of the end-to-end issue (floor, eager, naive INT8, size, memory). Peak RSS is that of
 a fresh process that loads the bundle (verifying every file's hash) and answers three times;
@@ -54,7 +54,7 @@ def b32_directory(out: Path, layers: int = 12) -> Path:
     import torch
     from transformers import ViltConfig, ViltForQuestionAnswering
 
-    from vilt_edge.synthetic import build_tokenizer
+    from vilt_edge.model.synthetic import build_tokenizer
 
     torch.manual_seed(0)
     labels = [f"answer {i}" for i in range(3129)]
@@ -236,10 +236,10 @@ def main() -> None:
     args = parser.parse_args()
     height, width = (int(v) for v in args.image_size.lower().split("x"))
 
-    from vilt_edge.export import export_bundle
+    from vilt_edge.devices.host import describe_machine, machine_description
+    from vilt_edge.model.export import export_bundle
     from vilt_edge.quantize import QuantizeOptions, quantize_bundle
-    from vilt_edge.quantize.presets import host_preset
-    from vilt_edge.results import describe_machine, machine_description
+    from vilt_edge.quantize.presets import preset_for
 
     with tempfile.TemporaryDirectory(prefix="vilt-edge-bench-") as temp:
         work = Path(temp)
@@ -258,13 +258,13 @@ def main() -> None:
         ]:
             print(f"quantizing: {name} ...", file=sys.stderr)
             path = work / name.split(" (")[0].replace(" ", "-").replace(",", "")
-            variants.append((name, quantize_bundle(fp32, path, options)[0].path))
+            variants.append((name, quantize_bundle(fp32, path, options).bundle.path))
 
         print("quantizing: naive ONNX Runtime dynamic INT8 ...", file=sys.stderr)
         naive = naive_dynamic_int8(fp32, work / "naive")
 
         print("counting operations and measuring GEMM ceilings ...", file=sys.stderr)
-        from vilt_edge.roofline import count_graph, measure_ceilings
+        from vilt_edge.devices.roofline import count_graph, measure_ceilings
 
         macs = {}
         for name, path in variants:
@@ -307,7 +307,7 @@ def main() -> None:
     print(
         f"\nViLT-B/32 ({args.layers} layers), {height}x{width} image, 40 tokens, batch 1, "
         f"{args.threads} threads, "
-        f"{args.runs} runs; CPU preset: {host_preset()}"
+        f"{args.runs} runs; CPU preset: {preset_for('cpu').name}"
     )
     print(f"machine: {describe_machine(machine_description())}")
     print(

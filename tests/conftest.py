@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vilt_edge.synthetic import WORDS, build_tokenizer  # noqa: F401 - tests import them from here
+from vilt_edge.model.synthetic import WORDS, build_tokenizer  # noqa: F401 - tests import them from here
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -91,14 +91,14 @@ def tiny_nlvr2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vqa_bundle(tiny_vqa_dir, tmp_path_factory) -> Path:
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     return export_bundle(tiny_vqa_dir, tmp_path_factory.mktemp("bundles") / "vqa").path
 
 
 @pytest.fixture(scope="session")
 def tiny_nlvr2_bundle(tiny_nlvr2_dir, tmp_path_factory) -> Path:
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     return export_bundle(tiny_nlvr2_dir, tmp_path_factory.mktemp("bundles") / "nlvr2").path
 

@@ -1,4 +1,4 @@
-"""Original ViLT Lightning checkpoints -> transformers' ViLT (vilt_edge.checkpoint).
+"""Original ViLT Lightning checkpoints -> transformers' ViLT (vilt_edge.model.checkpoint).
 
 A random transformers ViLT of a tiny config is written in the original dandelin/ViLT layout by
 an inverse mapping kept independent of the module under test (q, k, v fused with torch.cat),
@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import build_tokenizer, random_transformers_model, tiny_config
 
-from vilt_edge.checkpoint import build_model_from_lightning, load_lightning_checkpoint
 from vilt_edge.errors import ModelError
-from vilt_edge.modeling import EXACT_CLASS_FOR_TASK
+from vilt_edge.model.checkpoint import build_model_from_lightning, load_lightning_checkpoint
+from vilt_edge.model.modeling import EXACT_CLASS_FOR_TASK
 
 LOGIT_LIMIT = 1e-6
 TEXT_NAMES = [
@@ -326,7 +326,7 @@ def test_lightning_checkpoint_exports_to_a_bundle(references, tmp_path):
 
 
 def test_lightning_checkpoint_without_tokenizer_is_one_line(references, tmp_path):
-    from vilt_edge.loading import load_model
+    from vilt_edge.model.loading import load_model
 
     checkpoint = save_checkpoint(
         tmp_path / "v.ckpt",

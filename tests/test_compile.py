@@ -24,9 +24,9 @@ def easy_sample():
 @pytest.fixture(scope="module")
 def int8_dynamic(tiny_vqa_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("c") / "int8"
-    return quantize_bundle(tiny_vqa_bundle, out, QuantizeOptions(precision="int8", mode="dynamic"))[
-        0
-    ].path
+    return quantize_bundle(
+        tiny_vqa_bundle, out, QuantizeOptions(precision="int8", mode="dynamic")
+    ).bundle.path
 
 
 @pytest.mark.parametrize("target, model_file", [("x86-avx512-vnni", "model.onnx"),
@@ -34,9 +34,10 @@ def int8_dynamic(tiny_vqa_bundle, tmp_path_factory):
 def test_cpu_targets_keep_the_answers(tiny_vqa_bundle, int8_dynamic, tmp_path, easy_sample,
                                       target, model_file):  # fmt: skip
     for source in (tiny_vqa_bundle, int8_dynamic):
-        bundle, summary = compile_bundle(
+        outcome = compile_bundle(
             source, tmp_path / f"{target}-{source.name}", CompileOptions(target=target)
         )
+        bundle = outcome.bundle
         manifest = bundle.manifest
         assert manifest.model_file == model_file and (bundle.path / model_file).is_file()
         assert not (bundle.path / "model.onnx").exists() or model_file == "model.onnx"
@@ -111,17 +112,17 @@ def test_compile_cli_and_bad_inputs(tiny_vqa_bundle, int8_dynamic, tmp_path):
 
 
 def test_precision_and_preset_must_suit_the_device(tiny_vqa_bundle, tmp_path):
-    fp16, _ = quantize_bundle(
+    fp16 = quantize_bundle(
         tiny_vqa_bundle, tmp_path / "fp16",
         QuantizeOptions(precision="fp16", calib="easy-vqa:train", calib_size=16),
-    )  # fmt: skip
+    ).bundle  # fmt: skip
     with pytest.raises(InputError, match="does not run FP16"):
         compile_bundle(fp16.path, tmp_path / "a", CompileOptions(target="x86-avx512-vnni"))
-    trt, _ = quantize_bundle(
+    trt = quantize_bundle(
         tiny_vqa_bundle, tmp_path / "trt",
         QuantizeOptions(precision="int8", target="jetson-orin-nano", calib="easy-vqa:train",
                         calib_size=16),
-    )  # fmt: skip
+    ).bundle  # fmt: skip
     with pytest.raises(InputError, match="quantized for tensorrt"):
         compile_bundle(trt.path, tmp_path / "b", CompileOptions(target="arm64"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -131,7 +132,8 @@ def test_torch_cuda_bundle_runs_the_source_model(tiny_vqa_bundle, tmp_path, easy
     from vilt_edge.errors import BundleError
     from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
 
-    bundle, summary = compile_bundle(tiny_vqa_bundle, tmp_path / "gpu", CompileOptions("cuda-gpu"))
+    outcome = compile_bundle(tiny_vqa_bundle, tmp_path / "gpu", CompileOptions("cuda-gpu"))
+    bundle = outcome.bundle
     manifest = bundle.manifest
     assert manifest.runtime == "torch-cuda" and manifest.model_file == "model.safetensors"
     assert manifest.extra["runtime_settings"] == {
@@ -157,7 +159,7 @@ def test_torch_cuda_bundle_runs_the_source_model(tiny_vqa_bundle, tmp_path, easy
         options = QuantizeOptions(
             precision="int8", target="cuda-gpu", calib="easy-vqa:train", calib_size=16
         )
-        int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "i8", options)[0]
+        int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "i8", options).bundle
         compile_bundle(int8.path, tmp_path / "gpu8", CompileOptions("cuda-gpu"))
 
 
@@ -172,7 +174,7 @@ def test_torch_tensorrt_path_with_a_stub(tiny_vqa_bundle, tmp_path, easy_sample,
 
     from vilt_edge.bundle import load_bundle
     from vilt_edge.compile.gpu import _torch_tensorrt_compile, engine_shapes
-    from vilt_edge.loading import load_model
+    from vilt_edge.model.loading import load_model
     from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
 
     with pytest.raises(InputError, match="needs torch-tensorrt"):
@@ -217,7 +219,8 @@ def test_image_short_side_is_a_compile_option(tiny_vqa_bundle, tmp_path, easy_sa
     from vilt_edge.bundle import load_bundle
 
     options = CompileOptions("x86-avx512-vnni", image_short_side=64)
-    bundle, summary = compile_bundle(tiny_vqa_bundle, tmp_path / "small", options)
+    outcome = compile_bundle(tiny_vqa_bundle, tmp_path / "small", options)
+    bundle = outcome.bundle
     assert load_bundle(bundle.path).preprocessing.shortest_edge == 64
     assert bundle.manifest.extra["compile"]["resolution"] == {
         "shortest_edge": 64, "longest_edge": 106}  # fmt: skip
@@ -240,7 +243,7 @@ def test_large_models_keep_weights_beside_the_graph(tiny_vqa_dir, tiny_vqa_bundl
 
     import vilt_edge.bundle
     from vilt_edge.errors import BundleError
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     monkeypatch.setattr(vilt_edge.bundle, "EXTERNAL_DATA_MIN_BYTES", 0)
     fp32 = export_bundle(tiny_vqa_dir, tmp_path / "fp32")
@@ -251,18 +254,18 @@ def test_large_models_keep_weights_beside_the_graph(tiny_vqa_dir, tiny_vqa_bundl
     (feeds,) = reference.feeds(*easy_sample.inputs(0, 2))  # one size: one feed
     np.testing.assert_array_equal(external.runner.run(feeds), reference.runner.run(feeds))
 
-    int8, _ = quantize_bundle(fp32.path, tmp_path / "int8",
-                              QuantizeOptions(precision="int8", mode="dynamic"))  # fmt: skip
+    int8 = quantize_bundle(fp32.path, tmp_path / "int8",
+                              QuantizeOptions(precision="int8", mode="dynamic")).bundle  # fmt: skip
     data = tmp_path / "int8" / "model.onnx.data"
     assert (
         data.is_file()
         and data.stat().st_size < (tmp_path / "fp32" / "model.onnx.data").stat().st_size
     )
-    compiled, _ = compile_bundle(int8.path, tmp_path / "cpu", CompileOptions("x86-avx512-vnni"))
+    compiled = compile_bundle(int8.path, tmp_path / "cpu", CompileOptions("x86-avx512-vnni")).bundle
     assert "model.onnx.data" in compiled.manifest.files
     results = validate(ViltRuntime.load(compiled.path), easy_sample, reference=reference, warmup=0)
     assert results.agreement >= 0.9
-    kit, _ = compile_bundle(fp32.path, tmp_path / "orin", CompileOptions("jetson-orin-nano"))
+    kit = compile_bundle(fp32.path, tmp_path / "orin", CompileOptions("jetson-orin-nano")).bundle
     assert {"model.onnx", "model.onnx.data", "BUILD.md"} <= set(kit.manifest.files)
 
     with open(data, "r+b") as handle:  # a tampered weight file is refused

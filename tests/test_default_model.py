@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
-from vilt_edge.default_model import DEFAULT_WEIGHTS_DIR, default_bundle_path
-from vilt_edge.loading import load_model
+from vilt_edge.default_bundle import default_bundle as load_default_bundle
+from vilt_edge.model.loading import load_model
+from vilt_edge.paths import DEFAULT_WEIGHTS_DIR
 from vilt_edge.runtime import ViltRuntime
 from vilt_edge.validate import load_data, validate
 
@@ -20,9 +21,9 @@ def default_bundle(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VILT_EDGE_CACHE", str(cache))
-        path = default_bundle_path()
+        path = load_default_bundle().path
         assert path.parent == cache
-        assert default_bundle_path() == path  # the second call reuses the cached export
+        assert load_default_bundle().path == path  # the second call reuses the cached export
         yield path
 
 

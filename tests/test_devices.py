@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from vilt_edge.cli import app
 from vilt_edge.devices import PROFILE_DIR, detect_host, get_profile, load_profiles
+from vilt_edge.devices.roofline import count_graph, predict_floor
 from vilt_edge.errors import InputError
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
-from vilt_edge.roofline import count_graph, predict_floor
 
 REQUIRED = [
     "jetson-orin-nano",
@@ -93,7 +93,7 @@ def analytic_macs(config, text_length: int, height: int, width: int) -> int:
     tokens = text_length + 1 + patches
     layer = 4 * tokens * h * h + 2 * tokens * h * i + 2 * tokens * tokens * h
     # The exported last layer runs Q, the output projection and the MLP for [CLS] alone
-    # (keys and values for every token): see vilt_edge.modeling.first_token_layer.
+    # (keys and values for every token): see vilt_edge.model.modeling.first_token_layer.
     last = 2 * tokens * h * h + 2 * h * h + 2 * h * i + 2 * tokens * h
     conv = patches * h * 3 * p * p
     head = h * h + h * 2 * h + 2 * h * config.num_labels  # pooler, classifier MLP
@@ -118,7 +118,7 @@ def test_count_graph_matches_the_architecture(tiny_vqa_bundle):
 
 def test_count_graph_of_an_int8_bundle(tiny_vqa_bundle, tmp_path):
     options = QuantizeOptions(precision="int8", mode="dynamic")
-    bundle, _ = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options)
+    bundle = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options).bundle
     config = tiny_config("vqa")
     manifest = json.loads((tiny_vqa_bundle / "manifest.json").read_text())
     cost = count_graph(bundle.model_path, (384, 384), text_length=40)
@@ -218,3 +218,65 @@ def test_count_graph_refuses_what_it_cannot_infer_and_leaves_no_files(tmp_path, 
     with pytest.raises(BundleError, match="cannot infer the graph's shapes at 32x32"):
         count_graph(model, (32, 32))
     assert list(tmp_path.iterdir()) == []  # onnxruntime's debugging copy went to a temp dir
+
+
+def _own_profile(base: str, name: str, folder, **changes) -> None:
+    """A user's own device: a shipped profile's file, renamed and changed, in their folder."""
+    text = (PROFILE_DIR / f"{base}.toml").read_text()
+    text = re.sub(r'^name = ".*"$', f'name = "{name}"', text, flags=re.M)
+    for key, value in changes.items():
+        text = re.sub(rf"^{key} = .*$", f"{key} = {json.dumps(value)}", text, flags=re.M)
+    (folder / f"{name}.toml").write_text(text)
+
+
+def test_adding_a_device_is_adding_one_file(tiny_vqa_bundle, tmp_path, monkeypatch):
+    """Two new devices, each one TOML file in a folder named by $VILT_EDGE_DEVICES: a CPU board
+    whose INT8 layout is Arm's and whose model is ORT format, and a GPU module with TensorRT.
+    quantize and compile read everything from the files: no code names them."""
+    folder = tmp_path / "my-devices"
+    folder.mkdir()
+    _own_profile("x86-avx2", "lab-board", folder, quantize_preset="arm64", model_format="ort",
+                 cores=3, memory_gb=4.0, detect="", isa=["never-a-real-flag"])  # fmt: skip
+    _own_profile("jetson-orin-nano", "lab-gpu", folder, detect="Lab GPU module")
+    monkeypatch.setenv("VILT_EDGE_DEVICES", str(folder))
+    assert {"lab-board", "lab-gpu"} <= set(load_profiles())
+    runner = CliRunner()
+    int8 = tmp_path / "int8"
+    result = runner.invoke(app, ["quantize", str(tiny_vqa_bundle), "-o", str(int8),
+                                 "--mode", "dynamic", "--target", "lab-board"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from vilt_edge.bundle import load_bundle
+
+    quantized = load_bundle(int8).manifest.quantize_record
+    assert quantized.target == "lab-board" and quantized.preset_name == "arm64"
+    compiled = tmp_path / "board"
+    result = runner.invoke(
+        app, ["compile", str(int8), "--target", "lab-board", "-o", str(compiled)]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = load_bundle(compiled).manifest
+    assert manifest.model_file == "model.ort" and manifest.compile_record.target == "lab-board"
+    assert manifest.runtime_settings.values["intra_op_num_threads"] == 3
+    assert manifest.runtime_settings.values["enable_cpu_mem_arena"] is False  # 4 GB: no arena
+    kit = tmp_path / "gpu-kit"
+    result = runner.invoke(app, ["compile", str(tiny_vqa_bundle), "--target", "lab-gpu",
+                                 "-o", str(kit)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = load_bundle(kit).manifest.compile_record
+    assert record.target == "lab-gpu" and record.pending_build
+    assert "--target lab-gpu" in (kit / "BUILD.md").read_text()
+    assert detect_host(device_tree_model="Lab GPU module rev 2").name == "lab-gpu"
+    help_text = runner.invoke(app, ["compile", "--help"]).output
+    assert "lab-board" in help_text and "lab-gpu" in help_text
+
+
+def test_a_bad_own_profile_is_one_line(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _own_profile("x86-avx2", "odd", folder, quantize_preset="sparkles")
+    monkeypatch.setenv("VILT_EDGE_DEVICES", str(folder))
+    with pytest.raises(InputError, match="odd.toml: unknown quantize_preset 'sparkles'"):
+        load_profiles()
+    monkeypatch.setenv("VILT_EDGE_DEVICES", str(tmp_path / "absent"))
+    with pytest.raises(InputError, match="not a folder of device profiles"):
+        load_profiles()

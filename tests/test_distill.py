@@ -127,7 +127,7 @@ def test_parse_layer_map_rejects_text():
 
 
 def test_student_starts_as_the_chosen_teacher_layers(teacher_dir):
-    from vilt_edge.loading import load_model
+    from vilt_edge.model.loading import load_model
 
     teacher = load_model(teacher_dir).model
     student = build_student(teacher, [1, 3])
@@ -169,13 +169,13 @@ def test_distill_labeled_vqa_writes_a_loadable_student(teacher_dir, labeled_fram
     import torch
     from transformers import ViltForQuestionAnswering
 
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
     from vilt_edge.runtime import ViltRuntime
 
     reports = []
     summary = distill(
         teacher_dir, tmp_path / "s", _options(labeled_frames), on_progress=reports.append
-    )
+    ).summary
     assert [r.step for r in reports] == [1, 2, 3, 4, 5, 6]
     assert set(reports[0].parts) == {"soft", "hidden", "label"}
     assert all(np.isfinite(r.loss) for r in reports)
@@ -213,7 +213,7 @@ def test_distill_moves_the_student_toward_the_teacher(teacher_dir, labeled_frame
         tmp_path / "s",
         _options(labeled_frames, steps=30, label_weight=0.0, hidden_weight=0.0, eval_every=30),
         on_progress=(reports := []).append,
-    )
+    ).summary
     first = np.mean([r.parts["soft"] for r in reports[:5]])
     last = np.mean([r.parts["soft"] for r in reports[-5:]])
     assert last < 0.7 * first, (first, last)
@@ -225,7 +225,7 @@ def test_distill_unlabeled_data(teacher_dir, unlabeled_frames, tmp_path):
     reports = []
     summary = distill(
         teacher_dir, tmp_path / "s", _options(unlabeled_frames), on_progress=reports.append
-    )
+    ).summary
     assert set(reports[0].parts) == {"soft", "hidden"}  # no ground truth to learn from
     assert summary["labeled"] is False
     assert summary["held_out"]["accuracy"] is None and summary["held_out"]["agreement"] >= 0
@@ -233,10 +233,12 @@ def test_distill_unlabeled_data(teacher_dir, unlabeled_frames, tmp_path):
 
 
 def test_distill_lower_resolution_student(teacher_dir, labeled_frames, tmp_path):
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
     from vilt_edge.runtime import ViltRuntime
 
-    summary = distill(teacher_dir, tmp_path / "s", _options(labeled_frames, image_short_side=32))
+    summary = distill(
+        teacher_dir, tmp_path / "s", _options(labeled_frames, image_short_side=32)
+    ).summary
     assert summary["student_image_short_side"] == 32 and summary["teacher_image_short_side"] == 64
     config = json.loads((tmp_path / "s" / "preprocessor_config.json").read_text())
     assert config["size"] == {"shortest_edge": 32}
@@ -256,7 +258,7 @@ def test_distill_nlvr2(nlvr2_teacher_dir, tmp_path, shared_data):
         tmp_path / "s",
         _options(data, layers=1, steps=3, batch_size=4, eval_size=4, eval_every=3),
         on_progress=reports.append,
-    )
+    ).summary
     assert summary["task"] == "nlvr2" and summary["layer_map"] == [2]
     assert set(reports[0].parts) == {"soft", "hidden", "label"}
     from transformers import ViltForImagesAndTextClassification
@@ -271,7 +273,7 @@ def test_restart_of_the_same_run_and_finished_resume(teacher_dir, labeled_frames
     again = distill(teacher_dir, tmp_path / "s", options, resume=True)  # already finished
     assert again == first
     restarted = distill(teacher_dir, tmp_path / "s", options)  # same run: starts over
-    assert restarted["steps"] == 2
+    assert restarted.steps == 2
 
 
 # Kill and resume

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from vilt_edge.bundle import MANIFEST, load_bundle
 from vilt_edge.cli import app
 from vilt_edge.errors import BundleError, ModelError
-from vilt_edge.loading import load_model
+from vilt_edge.model.loading import load_model
 
 runner = CliRunner()
 
@@ -66,7 +66,7 @@ def test_export_refuses_an_existing_output(tiny_vqa_bundle):
 
 
 def test_interrupted_export_leaves_nothing(tiny_vqa_dir, tmp_path, monkeypatch):
-    import vilt_edge.export as export_module
+    import vilt_edge.model.export as export_module
 
     def fail_midway(loaded, path, **kwargs):
         path.write_bytes(b"half an onnx file")

@@ -51,7 +51,8 @@ def test_quantized_nlvr2_bundles_answer_the_real_pairs(
 ):
     calib = f"nlvr2:{pairs.name.split(':', 1)[1]}"
     options = QuantizeOptions(precision=precision, mode=mode, calib=calib, calib_size=16)
-    bundle, summary = quantize_bundle(tiny_nlvr2_bundle, tmp_path / "q", options)
+    outcome = quantize_bundle(tiny_nlvr2_bundle, tmp_path / "q", options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     same_head(bundle.path, tiny_nlvr2_bundle)
     assert bundle.manifest.precision == precision
     with ViltRuntime.load(bundle.path, threads=1) as runtime:
@@ -76,7 +77,7 @@ def test_held_out_sessions_run_the_pair_head(tiny_nlvr2_bundle, pairs, fp32_logi
 
 
 def test_cpu_compile_keeps_the_pair_answers(tiny_nlvr2_bundle, pairs, fp32_logits, tmp_path):
-    bundle, _ = compile_bundle(tiny_nlvr2_bundle, tmp_path / "cpu", CompileOptions("x86-avx2"))
+    bundle = compile_bundle(tiny_nlvr2_bundle, tmp_path / "cpu", CompileOptions("x86-avx2")).bundle
     same_head(bundle.path, tiny_nlvr2_bundle)
     with ViltRuntime.load(bundle.path, threads=1) as runtime:
         logits = runtime.logits_batch(*pairs.inputs(), batch_size=8)
@@ -88,10 +89,11 @@ def test_tensorrt_build_kit_profiles_cover_one_image(tiny_nlvr2_bundle, pairs, t
     options = QuantizeOptions(
         precision="fp16", target="jetson-orin-nano", calib=calib, calib_size=16
     )
-    fp16, _ = quantize_bundle(tiny_nlvr2_bundle, tmp_path / "fp16", options)
-    kit, summary = compile_bundle(
+    fp16 = quantize_bundle(tiny_nlvr2_bundle, tmp_path / "fp16", options).bundle
+    outcome = compile_bundle(
         fp16.path, tmp_path / "kit", CompileOptions("jetson-orin-nano", max_batch=2)
     )
+    kit, summary = outcome.bundle, outcome.to_json()
     same_head(kit.path, tiny_nlvr2_bundle)
     shapes = summary["input_shapes"]
     assert shapes["pixel_values"][2][:2] == [2, 3]  # batch x 3 x H x W: one image a row
@@ -105,7 +107,7 @@ def test_torch_cuda_runner_encodes_one_image_per_row(tiny_nlvr2_bundle, pairs, t
     encoder returns; the runtime applies the pair head to them."""
     from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
 
-    bundle, _ = compile_bundle(tiny_nlvr2_bundle, tmp_path / "gpu", CompileOptions("cuda-gpu"))
+    bundle = compile_bundle(tiny_nlvr2_bundle, tmp_path / "gpu", CompileOptions("cuda-gpu")).bundle
     same_head(bundle.path, tiny_nlvr2_bundle)
     runner = TorchCudaRunner.load(bundle.model_path, settings={"device": "cpu"})
     with ViltRuntime.load(tiny_nlvr2_bundle, threads=1) as runtime:

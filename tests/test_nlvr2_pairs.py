@@ -50,7 +50,7 @@ CONFIGS = {"small": (lambda: tiny_config("nlvr2"), 40.0), "vilt-b32": (b32_nlvr2
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def case(request, tmp_path_factory):
     """(transformers' model, its HF directory, the exported bundle) for one config."""
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     config, scale = CONFIGS[request.param]
     model = random_transformers_model("nlvr2", config(), seed=3)

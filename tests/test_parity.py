@@ -13,8 +13,8 @@ import torch
 from conftest import build_tokenizer, random_transformers_model, tiny_config
 
 from vilt_edge.bundle import Preprocessing
-from vilt_edge.loading import LoadedModel
-from vilt_edge.modeling import EXACT_CLASS_FOR_TASK
+from vilt_edge.model.loading import LoadedModel
+from vilt_edge.model.modeling import EXACT_CLASS_FOR_TASK
 
 SIZES = [(384, 384), (384, 512), (512, 384), (384, 576)]
 BATCHES = [1, 4]
@@ -88,7 +88,7 @@ class Case:
         row) and the pair head over both pooled vectors, as the runtime runs them."""
         import onnxruntime
 
-        from vilt_edge.export import export_head, export_onnx
+        from vilt_edge.model.export import export_head, export_onnx
 
         if self._session is None:
             config = self.exact.config
@@ -171,7 +171,7 @@ def test_logits_are_not_trivially_equal(case):
 def test_export_wrapper_runs_the_last_layer_for_cls_only(case):
     """The exported forward (`ExportWrapper`) computes the last layer's MLP for the [CLS] row
     alone, gives transformers' logits, and leaves the model's own forward as it was."""
-    from vilt_edge.modeling import ExportWrapper
+    from vilt_edge.model.modeling import ExportWrapper
 
     rows = []
     dense = case.exact.vilt.encoder.layer[-1].intermediate.dense
@@ -192,7 +192,7 @@ def test_patch_tokens_are_the_patch_conv(height, width):
     """The export's patch projection (Reshape, Transpose, MatMul) equals transformers' Conv2d
     in raster order, also for an image whose sides are not multiples of the patch (the Conv
     drops the rest; so does the MatMul form)."""
-    from vilt_edge.modeling import ExactViltEmbeddings
+    from vilt_edge.model.modeling import ExactViltEmbeddings
 
     torch.manual_seed(0)
     embeddings = ExactViltEmbeddings(tiny_config("vqa")).eval()

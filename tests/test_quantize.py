@@ -22,7 +22,8 @@ from vilt_edge.cli import app
 from vilt_edge.errors import DataError, InputError
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
 from vilt_edge.quantize.graph import fuse_for_onnxruntime_cpu, layer_groups
-from vilt_edge.quantize.presets import PRESETS, host_preset, preset_for
+from vilt_edge.quantize.options import preset_for
+from vilt_edge.quantize.presets import PRESETS
 from vilt_edge.runtime import ViltRuntime
 from vilt_edge.validate import DataSet, load_data, validate
 
@@ -52,7 +53,8 @@ def int8_cpu(tiny_vqa_bundle, tmp_path_factory):
     options = QuantizeOptions(
         precision="int8", calib=CALIB, calib_size=32, target="x86-avx512-vnni"
     )
-    bundle, summary = quantize_bundle(tiny_vqa_bundle, out, options)
+    outcome = quantize_bundle(tiny_vqa_bundle, out, options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     return bundle, summary
 
 
@@ -130,13 +132,13 @@ def test_same_calibration_gives_same_hash_and_model(int8_cpu, tiny_vqa_bundle, t
     options = QuantizeOptions(
         precision="int8", calib=CALIB, calib_size=32, target="x86-avx512-vnni"
     )
-    again, _ = quantize_bundle(tiny_vqa_bundle, tmp_path / "again", options)
+    again = quantize_bundle(tiny_vqa_bundle, tmp_path / "again", options).bundle
     assert again.manifest.extra["quantize"]["calibration"] == summary["calibration"]
     assert again.manifest.files["model.onnx"] == bundle.manifest.files["model.onnx"]
     other = QuantizeOptions(
         precision="int8", calib=CALIB, calib_size=32, target="x86-avx512-vnni", seed=1
     )
-    reseeded, _ = quantize_bundle(tiny_vqa_bundle, tmp_path / "seed1", other)
+    reseeded = quantize_bundle(tiny_vqa_bundle, tmp_path / "seed1", other).bundle
     assert (
         reseeded.manifest.extra["quantize"]["calibration"]["hash"] != summary["calibration"]["hash"]
     )
@@ -148,7 +150,8 @@ def test_tensorrt_preset_places_symmetric_qdq_only_where_tensorrt_runs_int8(
     options = QuantizeOptions(
         precision="int8", calib=CALIB, calib_size=16, target="jetson-orin-nano"
     )
-    bundle, summary = quantize_bundle(tiny_vqa_bundle, tmp_path / "trt", options)
+    outcome = quantize_bundle(tiny_vqa_bundle, tmp_path / "trt", options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     assert summary["preset"]["name"] == "tensorrt"
     model = onnx.load(bundle.model_path)
     weights = initializers(model)
@@ -192,7 +195,8 @@ def test_tensorrt_preset_places_symmetric_qdq_only_where_tensorrt_runs_int8(
 
 def test_dynamic_int8(tiny_vqa_bundle, tmp_path, easy_sample):
     options = QuantizeOptions(precision="int8", mode="dynamic", target="x86-avx2")
-    bundle, summary = quantize_bundle(tiny_vqa_bundle, tmp_path / "dyn", options)
+    outcome = quantize_bundle(tiny_vqa_bundle, tmp_path / "dyn", options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     assert summary["calibration"] is None and summary["preset"]["reduce_range"] is True
     graph = onnx.load(bundle.model_path).graph
     ops = {node.op_type for node in graph.node}
@@ -222,7 +226,8 @@ def test_fp16_keeps_layernorm_softmax_and_overflowing_tensors_fp32(
     tiny_vqa_bundle, tmp_path, easy_sample
 ):
     options = QuantizeOptions(precision="fp16", calib=CALIB, calib_size=16)
-    bundle, summary = quantize_bundle(tiny_vqa_bundle, tmp_path / "fp16", options)
+    outcome = quantize_bundle(tiny_vqa_bundle, tmp_path / "fp16", options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     assert bundle.manifest.precision == "fp16"
     model = onnx.load(bundle.model_path)
     weights = initializers(model)
@@ -251,7 +256,7 @@ def seed3_vqa_bundle(tmp_path_factory):
     import torch
     from conftest import random_transformers_model, write_hf_directory
 
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     model = random_transformers_model("vqa", seed=3)
     with torch.no_grad():
@@ -285,7 +290,8 @@ def test_max_drop_keeps_the_most_sensitive_layers_in_fp32(
     options = QuantizeOptions(
         precision="int8", calib=CALIB, calib_size=32, max_drop=0.0, eval_size=200
     )
-    bundle, summary = quantize_bundle(seed3_vqa_bundle, tmp_path / "q", options)
+    outcome = quantize_bundle(seed3_vqa_bundle, tmp_path / "q", options)
+    bundle, summary = outcome.bundle, outcome.record.to_json()
     fallback = summary["fallback"]
     first, last = fallback["attempts"][0], fallback["attempts"][-1]
     assert first["drop"] > 0 and not fallback["held_out"]["labeled"], fallback["attempts"]
@@ -322,8 +328,9 @@ def test_max_drop_says_clearly_when_it_cannot(
 
 
 def test_presets():
-    assert host_preset() in PRESETS
+    assert preset_for("cpu").name in PRESETS  # this host's CPU family
     assert preset_for("cpu").family == "cpu"
+    assert preset_for("tensorrt").name == "tensorrt"
     for name in ("jetson-orin-nano", "jetson-agx-orin", "cuda-gpu"):
         preset = preset_for(name)
         assert preset.name == "tensorrt" and preset.activation_symmetric
@@ -438,6 +445,6 @@ def test_quantize_leaves_nothing_in_the_working_directory(tiny_vqa_bundle, tmp_p
     monkeypatch.chdir(here)
     options = QuantizeOptions(precision="int8", mode="dynamic")
     relative = Path(os.path.relpath(tiny_vqa_bundle, here))  # as a user in another folder types it
-    _, summary = quantize_bundle(relative, tmp_path / "out", options)
+    summary = quantize_bundle(relative, tmp_path / "out", options).record.to_json()
     assert summary["preprocessed"] is True
     assert list(here.iterdir()) == []

@@ -30,14 +30,14 @@ CALIB = dict(calib="easy-vqa:train", calib_size=16)
 def trt_int8(tiny_vqa_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("r") / "trt-int8"
     options = QuantizeOptions(precision="int8", target="jetson-orin-nano", **CALIB)
-    return quantize_bundle(tiny_vqa_bundle, out, options)[0]
+    return quantize_bundle(tiny_vqa_bundle, out, options).bundle
 
 
 @pytest.fixture(scope="module")
 def cpu_int8(tiny_vqa_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("r") / "cpu-int8"
     options = QuantizeOptions(precision="int8", target="x86-avx512-vnni", **CALIB)
-    return quantize_bundle(tiny_vqa_bundle, out, options)[0]
+    return quantize_bundle(tiny_vqa_bundle, out, options).bundle
 
 
 def run_checks(bundle, target="jetson-orin-nano", version="10.3", workspace=1 << 30, sizes=()):
@@ -135,7 +135,8 @@ def test_shapes_and_memory(trt_int8):
 def test_compile_without_tensorrt_writes_a_build_kit(trt_int8, tmp_path):
     out = tmp_path / "orin"
     options = CompileOptions(target="jetson-orin-nano", max_batch=2, image_sizes=((384, 512),))
-    bundle, summary = compile_bundle(trt_int8.path, out, options)
+    outcome = compile_bundle(trt_int8.path, out, options)
+    bundle, summary = outcome.bundle, outcome.to_json()
     assert summary["ready"] and summary["state"] == "pending-build"
     assert "tensorrt is not installed" in summary["note"] or "no CUDA GPU" in summary["note"]
     record = bundle.manifest.extra["compile"]
@@ -148,8 +149,8 @@ def test_compile_without_tensorrt_writes_a_build_kit(trt_int8, tmp_path):
     with pytest.raises(BundleError, match="not an engine: on the device run: vilt-edge compile"):
         ViltRuntime.load(out)
     # The kit compiles again (on the device) for its own target, and for no other.
-    again, _ = compile_bundle(out, None, CompileOptions(target="jetson-orin-nano",
-                                                        check_only=True))  # fmt: skip
+    again = compile_bundle(out, None, CompileOptions(target="jetson-orin-nano",
+                                                        check_only=True)).bundle  # fmt: skip
     assert again is None
     with pytest.raises(InputError, match="already compiled"):
         compile_bundle(out, None, CompileOptions(target="jetson-agx-orin", check_only=True))
@@ -193,7 +194,8 @@ def test_compile_builds_and_runs_an_engine_where_tensorrt_is(trt_int8, tmp_path,
     trt_stub(version="10.3.0.30", gpu="Orin", cc=(8, 7))
     out = tmp_path / "engine"
     options = CompileOptions(target="jetson-orin-nano", max_batch=2, image_sizes=((384, 512),))
-    bundle, summary = compile_bundle(trt_int8.path, out, options)
+    outcome = compile_bundle(trt_int8.path, out, options)
+    bundle, summary = outcome.bundle, outcome.to_json()
     assert summary["state"] == "built" and bundle.manifest.model_file == "model.plan"
     settings = bundle.manifest.extra["runtime_settings"]
     assert settings["tensorrt_version"] == "10.3.0.30" and settings["gpu"] == "Orin"

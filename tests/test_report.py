@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from vilt_edge.devices.host import machine_description
 from vilt_edge.errors import DataError, OutputError
 from vilt_edge.report import MARKER_NAME, pareto_front, write_report
-from vilt_edge.results import (
-    SCHEMA_VERSION,
-    Results,
-    machine_description,
-    read_results,
-    write_results,
-)
+from vilt_edge.results import SCHEMA_VERSION, Results, read_results, write_results
 
 pytest.importorskip("matplotlib", reason="the report needs the `report` extra (matplotlib)")
 
@@ -142,7 +137,7 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, monkeypatc
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vilt_edge.results.os.replace", fail)
+    monkeypatch.setattr("vilt_edge.outputs.os.replace", fail)
     with pytest.raises(OSError):
         write_results(make_results("default fp16"), path)
     assert path.read_text() == before
@@ -209,20 +204,21 @@ def test_unreadable_results_files(tmp_path: Path):
 
 
 def test_machine_description_shape(monkeypatch):
-    monkeypatch.setattr("vilt_edge.results._run_nvidia_smi", lambda: "NVIDIA H100\nNVIDIA H100\n")
+    two_gpus = "NVIDIA H100\nNVIDIA H100\n"
+    monkeypatch.setattr("vilt_edge.devices.host._run_nvidia_smi", lambda: two_gpus)
     machine = machine_description()
     assert isinstance(machine["cpu"], str) and machine["cpu"]
     assert isinstance(machine["cores"], int) and machine["cores"] >= 1
     assert all(isinstance(flag, str) for flag in machine["isa"])
     assert machine["gpu"] == "2x NVIDIA H100"
-    monkeypatch.setattr("vilt_edge.results._run_nvidia_smi", lambda: None)
+    monkeypatch.setattr("vilt_edge.devices.host._run_nvidia_smi", lambda: None)
     assert machine_description()["gpu"] is None
 
 
 def test_machine_description_reads_arm_features(monkeypatch):
     cpuinfo = "processor\t: 0\nFeatures\t: fp asimd evtstrm asimddp i8mm\nCPU part\t: 0xd0b\n"
-    monkeypatch.setattr("vilt_edge.results._read_cpuinfo", lambda: cpuinfo)
-    monkeypatch.setattr("vilt_edge.results._run_nvidia_smi", lambda: None)
+    monkeypatch.setattr("vilt_edge.devices.host._read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr("vilt_edge.devices.host._run_nvidia_smi", lambda: None)
     assert machine_description()["isa"] == ["asimd", "asimddp", "i8mm"]
 
 
@@ -394,7 +390,7 @@ def test_failed_render_leaves_previous_report(tmp_path: Path, results_files, mon
     def broken(rows):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr("vilt_edge.report._render_plot", broken)
+    monkeypatch.setattr("vilt_edge.report.plot._render_plot", broken)
     with pytest.raises(RuntimeError):
         write_report(results_files[:2], out)
     assert (out / "report.md").read_text() == first
@@ -423,7 +419,7 @@ def test_plot_subtitle_stays_inside_the_figure(monkeypatch, results_files: list[
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    import vilt_edge.report as report
+    from vilt_edge.report import rows as report
     from vilt_edge.results import read_results
 
     machine = (

@@ -9,6 +9,7 @@ runtime end to end against transformers.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -384,9 +385,11 @@ def test_old_nlvr2_bundle_fails_with_one_line_to_re_export(handmade_nlvr2_bundle
 
 
 def test_load_default_uses_default_bundle_path(handmade_vqa_bundle: Path, monkeypatch):
-    import vilt_edge.default_model
+    import vilt_edge.default_bundle
 
-    monkeypatch.setattr(vilt_edge.default_model, "default_bundle_path", lambda: handmade_vqa_bundle)
+    monkeypatch.setattr(
+        vilt_edge.default_bundle, "default_bundle_path", lambda: handmade_vqa_bundle
+    )
     with ViltRuntime.load("default") as runtime:
         assert runtime.bundle.path == handmade_vqa_bundle
 
@@ -479,23 +482,39 @@ def test_runner_registry_and_runner(handmade_vqa_bundle: Path):
             assert r.run(feeds).shape == (2, len(VQA_LABELS))
 
 
-def test_runtime_never_imports_torch(handmade_vqa_bundle: Path):
+def test_runtime_never_imports_torch(handmade_vqa_bundle: Path, tmp_path: Path):
+    """The deploy side stays torch-free: importing the runtime and every runner module (the
+    TensorRT one included), asking a bundle, and loading "default" from a warm cache (only a
+    cold cache exports, which is model-side work)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
     script = textwrap.dedent(
         f"""
-        import sys
+        import shutil, sys
         import vilt_edge.runtime
-        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
-        assert not heavy, f"import vilt_edge.runtime loaded {{heavy}}"
+        import vilt_edge.runtimes.onnxruntime, vilt_edge.runtimes.tensorrt
+        import vilt_edge.runtimes.torch_cuda
+        import vilt_edge.devices, vilt_edge.default_bundle
+        heavy = [m for m in ("torch", "transformers", "onnx") if m in sys.modules]
+        assert not heavy, f"importing the deploy side loaded {{heavy}}"
         from PIL import Image
         runtime = vilt_edge.runtime.ViltRuntime.load({str(handmade_vqa_bundle)!r}, threads=1)
         runtime.ask(Image.new("RGB", (64, 64), "red"), "what color?")
         heavy = [m for m in ("torch", "transformers") if m in sys.modules]
         assert not heavy, f"asking loaded {{heavy}}"
+        warm = vilt_edge.default_bundle.default_bundle_path()
+        shutil.copytree({str(handmade_vqa_bundle)!r}, warm)  # the cache holds the default's
+        default = vilt_edge.runtime.ViltRuntime.load("default", threads=1)
+        assert default.bundle.path == warm
+        default.ask(Image.new("RGB", (64, 64), "red"), "what color?")
+        heavy = [m for m in ("torch", "transformers") if m in sys.modules]
+        assert not heavy, f"loading the default from a warm cache loaded {{heavy}}"
         """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "VILT_EDGE_CACHE": str(cache)},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
 

@@ -11,8 +11,8 @@ import json
 import pytest
 from safetensors.numpy import load_file
 
-from vilt_edge.loading import load_model
-from vilt_edge.train_default import DefaultRecipe, train_default
+from vilt_edge.model.loading import load_model
+from vilt_edge.model.train_default import DefaultRecipe, train_default
 
 SMALL = DefaultRecipe(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, batch_size=8)
 

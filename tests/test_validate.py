@@ -26,7 +26,7 @@ from vilt_edge.validate import DataSet, drift, load_data, validate
 @pytest.fixture(scope="module")
 def other_vqa_bundle(tmp_path_factory):
     """Same labels and config as tiny_vqa_bundle, different random weights."""
-    from vilt_edge.export import export_bundle
+    from vilt_edge.model.export import export_bundle
 
     hf = write_hf_directory(
         random_transformers_model("vqa", seed=1), tmp_path_factory.mktemp("other_hf")

@@ -3,8 +3,8 @@
     from vilt_edge.bench import bench
     from vilt_edge.runtime import ViltRuntime
 
-    figures = bench(ViltRuntime.load("out/int8", threads=2), image_size=(384, 512), runs=50)
-    figures["latency_ms"]["p50"], figures["throughput"]
+    result = bench(ViltRuntime.load("out/int8", threads=2), image_size=(384, 512), runs=50)
+    result.latency_ms["p50"], result.throughput, result.to_json()
 
 Only the model runs (the runner's session call, timed by the runner; for NLVR2 both images of
 each pair, at the given size, and the pair head): use `vilt-edge validate` for end-to-end
@@ -16,14 +16,36 @@ text to its own text length, so `text_len` changes the attention mask, not the s
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from vilt_edge.devices.host import machine_description
 from vilt_edge.errors import InputError
-from vilt_edge.results import machine_description
-from vilt_edge.validate import peak_rss_mb, percentiles
+from vilt_edge.measure import peak_rss_mb, percentiles
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One shape's model latency: percentiles (ms), mean, throughput, and what ran where."""
+
+    bundle: str
+    precision: str
+    runtime: str
+    image_size: str  # "HxW"
+    text_len: int
+    batch: int
+    runs: int
+    threads: int | None
+    latency_ms: dict[str, float]  # p50, p90, p99
+    mean_ms: float
+    throughput: float  # examples per second
+    peak_rss_mb: float
+    machine: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -96,7 +118,7 @@ def bench(
     batch: int = 1,
     runs: int = 50,
     warmup: int = 5,
-) -> dict[str, Any]:
+) -> BenchResult:
     """Model latency percentiles over `runs` timed calls after `warmup` untimed ones."""
     if runs < 1:
         raise InputError("--runs must be at least 1")
@@ -110,63 +132,18 @@ def bench(
     times = [_timed_call(runtime, feeds) for _ in range(runs)]
     latency = percentiles(times)
     runner = runtime.runner.describe()
-    return {
-        "bundle": str(runtime.bundle.path),
-        "precision": manifest.precision,
-        "runtime": manifest.runtime,
-        "image_size": f"{image_size[0]}x{image_size[1]}",
-        "text_len": text_len,
-        "batch": batch,
-        "runs": runs,
-        "threads": runner.get("threads"),
-        "latency_ms": latency,
-        "mean_ms": round(float(np.mean(times)), 4),
-        "throughput": round(batch * 1000 / float(np.mean(times)), 3),
-        "peak_rss_mb": peak_rss_mb(),
-        "machine": machine_description(),
-    }
-
-
-# What an app pays: a fresh interpreter that imports the runtime, loads the bundle and answers.
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec from the (larger) parent.
-_DEPLOY_PROBE = """
-import sys
-import numpy as np
-from PIL import Image
-from vilt_edge.runtime import ViltRuntime
-threads = None if sys.argv[2] == "-" else int(sys.argv[2])
-runtime = ViltRuntime.load(sys.argv[1], threads=threads)
-height, width = runtime.bundle.default_image_size
-rng = np.random.default_rng(0)
-image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-example = (image, image) if runtime.task == "nlvr2" else image
-for _ in range(int(sys.argv[3])):
-    runtime.ask(example, "what is in the image?")
-hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
-print(int(hwm[0].split()[1]) / 1024 if hwm else "")
-"""
-
-
-def deploy_peak_rss_mb(bundle, threads: int | None = None, answers: int = 3) -> float | None:
-    """Peak resident memory (MB) of a fresh process that loads `bundle` with `ViltRuntime` and
-    answers `answers` questions on an image of the bundle's default size: the memory an app
-    deploying the bundle needs, without the data sets and reference model a validation run
-    holds. None where it cannot be read (not Linux, or the probe failed)."""
-    import subprocess
-    import sys
-
-    if not Path("/proc/self/status").is_file():
-        return None
-    command = [sys.executable, "-c", _DEPLOY_PROBE, str(bundle),
-               "-" if threads is None else str(threads), str(answers)]  # fmt: skip
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        return None
-    try:
-        return round(float(lines[-1]), 1)
-    except ValueError:
-        return None
+    return BenchResult(
+        bundle=str(runtime.bundle.path),
+        precision=manifest.precision,
+        runtime=manifest.runtime,
+        image_size=f"{image_size[0]}x{image_size[1]}",
+        text_len=text_len,
+        batch=batch,
+        runs=runs,
+        threads=runner.get("threads"),
+        latency_ms=latency,
+        mean_ms=round(float(np.mean(times)), 4),
+        throughput=round(batch * 1000 / float(np.mean(times)), 3),
+        peak_rss_mb=peak_rss_mb(),
+        machine=machine_description(),
+    )

@@ -17,12 +17,12 @@ leaves a loadable bundle, and `--overwrite` replaces only a bundle vilt-edge wro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +35,9 @@ from vilt_edge.outputs import (
     can_exchange,
     check_replaceable,
     same_or_inside,
-    swap_directories,
+    staged_directory,
 )
+from vilt_edge.records import TASKS, CompileRecord, QuantizeRecord, RuntimeSettings
 
 FORMAT_NAME = BUNDLE_FORMAT
 FORMAT_VERSION = 1
@@ -48,7 +49,6 @@ FORMAT_VERSION = 1
 # each image of a pair runs at its own size, exactly as transformers computes it.
 EXPORT_REVISION = 5
 MANIFEST = BUNDLE_MANIFEST
-TASKS = ("vqa", "nlvr2")
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -198,6 +198,24 @@ class Manifest:
         if self.head_file is not None and self.head_file not in self.files:
             raise BundleError(f"{MANIFEST}: head file {self.head_file} is not in its file list")
 
+    @property
+    def quantize_record(self) -> QuantizeRecord | None:
+        """What `vilt-edge quantize` recorded; None for a bundle it did not write."""
+        data = (self.extra or {}).get("quantize")
+        return None if data is None else QuantizeRecord.from_json(data)
+
+    @property
+    def compile_record(self) -> CompileRecord | None:
+        """What `vilt-edge compile` recorded; None for a bundle it did not write."""
+        data = (self.extra or {}).get("compile")
+        return None if not data else CompileRecord.from_json(data)
+
+    @property
+    def runtime_settings(self) -> RuntimeSettings | None:
+        """How the runtime must load the model (a compiled bundle's); None: the defaults."""
+        data = (self.extra or {}).get("runtime_settings")
+        return None if not data else RuntimeSettings.from_json(data)
+
     def to_json(self) -> dict[str, Any]:
         data = {
             "format": FORMAT_NAME,
@@ -280,6 +298,40 @@ class Bundle:
         side = self.preprocessing.shortest_edge
         side -= side % self.manifest.patch_size
         return (side, side)
+
+
+def derived_manifest_fields(
+    source: Bundle,
+    *,
+    precision: str,
+    vilt_edge_version: str,
+    records: Mapping[str, Any],
+    model_file: str | None = None,
+    runtime: str | None = None,
+) -> dict[str, Any]:
+    """The manifest fields of a bundle a stage (quantize, compile) makes from `source`: the
+    source's model contract, where it came from, and the stage's `records` (typed sections or
+    JSON, by their "extra" key) added to the source's own."""
+    manifest = source.manifest
+    contract = ("task", "head_file", "text_length", "num_images", "patch_size", "inputs")
+    fields: dict[str, Any] = {name: getattr(manifest, name) for name in contract}
+    extra = dict(manifest.extra or {})
+    for key, record in records.items():
+        extra[key] = record.to_json() if hasattr(record, "to_json") else record
+    fields.update(
+        precision=precision,
+        model_file=model_file or manifest.model_file,
+        runtime=runtime or manifest.runtime,
+        source={
+            **manifest.source,
+            "bundle": str(Path(source.path).resolve()),
+            "bundle_precision": manifest.precision,
+            "bundle_model_sha256": manifest.files[manifest.model_file],
+        },
+        vilt_edge_version=vilt_edge_version,
+        extra=json.loads(json.dumps(extra)),  # plain JSON values only
+    )
+    return fields
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -375,15 +427,9 @@ def atomic_directory(
     input (`inputs`) is a loadable bundle, old or new, at every instant."""
     final = Path(final)
     check_output(final, overwrite, inputs)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
+    # Checked again at the end: what appeared there meanwhile is no different.
+    with staged_directory(final, check=lambda: check_output(final, overwrite, inputs)) as staging:
         yield staging
-        check_output(final, overwrite, inputs)  # what appeared there meanwhile is no different
-        swap_directories(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_bundle(
@@ -405,5 +451,7 @@ def write_bundle(
         }
         manifest = Manifest(files=files, **manifest_fields)
         (staging / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-        load_bundle(staging)  # what we hand back must load
-    return load_bundle(out)
+        # What we hand back must load: read it back (files just hashed, so no second hash),
+        # then point it at where it now lives.
+        written = load_bundle(staging, verify=False)
+    return dataclasses.replace(written, path=Path(out))

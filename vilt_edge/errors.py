@@ -38,3 +38,14 @@ class OutputError(ViltEdgeError):
     replacing it would remove the command's own input before the new output is complete."""
 
     exit_code = 6
+
+
+def first_line(error: BaseException | str, fallback: str | None = None) -> str:
+    """The first non-blank line of an exception's message (or of a text): what a one-line error
+    shows of a library's multi-line one. Blank: `fallback`, else the exception's type name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[0]
+    if fallback is not None:
+        return fallback
+    return type(error).__name__ if isinstance(error, BaseException) else ""

@@ -17,6 +17,12 @@ A finished output replaces the old one by an atomic exchange of the two director
 instant, which is what lets `vilt-edge quantize B -o B --overwrite` replace its own input.
 Where the file system cannot exchange, the old folder is moved aside and the new one renamed
 into place (an instant with neither), and replacing a command's own input is refused instead.
+
+Every write goes through the three helpers at the end: `write_file_atomically` (one file),
+`staged_directory` (a folder swapped in whole: bundles, reports) and `staged_files` (files
+moved into a folder that also holds other state, with the file that marks it complete last:
+model directories). All keep the permissions the user's umask gives, as for any file they write
+(`tempfile.mkstemp` / `mkdtemp` would make outputs readable by their owner only).
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vilt_edge.errors import OutputError
@@ -218,3 +225,75 @@ def swap_directories(staging: Path, final: Path) -> None:
         os.replace(retired, final)
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _staging_name(final: Path, tag: str) -> Path:
+    return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:12]}"
+
+
+def write_file_atomically(
+    path: Path, data: bytes | str | memoryview | Callable[[Path], None]
+) -> int:
+    """Write `data` (bytes, text, a buffer, or a function that writes to the path it is given)
+    to `path` through a temporary sibling, fsync and `os.replace`: a reader sees the old file or
+    the new one, never half of one. Returns the bytes written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _staging_name(path, "tmp")
+    try:
+        if callable(data):
+            data(temp)
+        else:
+            view = memoryview(data.encode("utf-8") if isinstance(data, str) else data).cast("B")
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(view)
+        with open(temp, "rb+") as stream:
+            os.fsync(stream.fileno())
+        size = temp.stat().st_size
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return size
+
+
+@contextmanager
+def staged_directory(final: Path, check: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Yield an empty sibling of `final` to fill; when the block succeeds, `check()` (that what
+    appeared at `final` meanwhile may still be replaced) and swap it into place
+    (`swap_directories`). On any failure the staging folder is removed and `final` untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_name(final, "partial")
+    staging.mkdir()
+    try:
+        yield staging
+        if check is not None:
+            check()
+        swap_directories(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def staged_files(out: Path, last: str) -> Iterator[Path]:
+    """Yield an empty sibling of the folder `out` to fill; when the block succeeds, move its
+    files into `out` (created if absent), `last` (the file that marks the folder complete, e.g.
+    a model's config.json) removed first and moved in last, so an interrupted write never leaves
+    a folder that reads as complete with half its files."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_name(out, "partial")
+    staging.mkdir()
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        (out / last).unlink(missing_ok=True)
+        names = sorted(p.name for p in staging.iterdir() if p.name != last)
+        for name in names + [last]:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

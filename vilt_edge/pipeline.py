@@ -20,10 +20,19 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vilt_edge.errors import BundleError, InputError, OutputError
-from vilt_edge.outputs import PIPELINE_MARKER, check_replaceable, same_or_inside
+from vilt_edge.outputs import (
+    PIPELINE_MARKER,
+    check_replaceable,
+    same_or_inside,
+    write_file_atomically,
+)
+from vilt_edge.records import PENDING_BUILD, READY
+
+if TYPE_CHECKING:
+    from vilt_edge.report import ReportPaths
 
 DEFAULT_DATA = "easy-vqa:test"
 DEFAULT_TRAIN = "easy-vqa:train"
@@ -94,17 +103,33 @@ def _input_paths(options: PipelineOptions, *specs: str | None) -> list[str]:
     return paths
 
 
+@dataclass(frozen=True)
+class PipelineResult:
+    """What the pipeline did: one row per validated variant, the report's files, and how it
+    distilled; `data` is the summary it also wrote to `pipeline.json`."""
+
+    target: str
+    report: ReportPaths
+    rows: tuple[dict[str, Any], ...]
+    distill_setting: str | None
+    note: str | None
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
 def run_pipeline(
     options: PipelineOptions,
     out: str | Path,
     stage: Stage | None = None,
     advance: Advance | None = None,
-) -> dict[str, Any]:
-    """Run every stage into `out`; returns the summary (also written to `out/pipeline.json`)."""
+) -> PipelineResult:
+    """Run every stage into `out`; returns what it did (also written to `out/pipeline.json`)."""
     from vilt_edge.compile import CompileOptions, compile_bundle
-    from vilt_edge.devices import detect_host, get_profile
-    from vilt_edge.export import export_bundle
-    from vilt_edge.loading import load_model
+    from vilt_edge.devices import resolve_target
+    from vilt_edge.model.export import export_bundle
+    from vilt_edge.model.loading import load_model
     from vilt_edge.quantize import QuantizeOptions, quantize_bundle
     from vilt_edge.report import write_report
     from vilt_edge.results import write_results
@@ -115,13 +140,8 @@ def run_pipeline(
     stage = stage or (lambda message: None)
     advance = advance or (lambda label, done, total: None)
     out = Path(out)
-    profile = (
-        detect_host(has_nvidia_gpu=False)
-        if options.target == "cpu"
-        else get_profile(options.target)
-    )
-    if profile is None:
-        raise InputError("no CPU device profile matches this host; name a --target")
+    target = resolve_target(options.target)
+    profile = target.profile
     is_default = options.model == "default"
     data_spec = options.data or (DEFAULT_DATA if is_default else None)
     train_spec = options.train or (DEFAULT_TRAIN if is_default else None)
@@ -138,7 +158,7 @@ def run_pipeline(
     train_size = len(load_data(train_spec)) if train_spec else 0
     _prepare_out(out, options.overwrite, inputs)
     summary: dict[str, Any] = {"options": asdict(options), "target": profile.name, "stages": []}
-    (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    write_file_atomically(out / MARKER, json.dumps(summary, indent=2) + "\n")
 
     stage("exporting the teacher")
     models = {"teacher": export_bundle(teacher, out / "teacher-fp32").path}
@@ -168,7 +188,7 @@ def run_pipeline(
             distill_options,
             on_progress=lambda p: advance("distill", p.step, p.total),
         )
-        summary["distill"] = {k: v for k, v in distilled.items() if k != "history"}
+        summary["distill"] = {k: v for k, v in distilled.summary.items() if k != "history"}
         stage("exporting the student")
         models["student"] = export_bundle(out / "student", out / "student-fp32").path
 
@@ -177,12 +197,12 @@ def run_pipeline(
     for name, fp32 in models.items():
         variants[f"{name}-fp32"] = fp32
         for precision in precisions:
-            if precision == "fp16" and profile.kind == "cpu":
+            if precision == "fp16" and target.is_cpu:
                 continue  # CPUs here run FP16 at FP32 speed (measured); INT8 is the CPU win
             stage(f"quantizing the {name} to {precision.upper()}")
             size = min(options.calib_size, max(16, train_size // 2))
             calib = dict(calib=train_spec, calib_size=size) if train_spec else {}
-            quantized, _ = quantize_bundle(
+            quantized = quantize_bundle(
                 fp32,
                 out / f"{name}-{precision}",
                 QuantizeOptions(
@@ -190,21 +210,23 @@ def run_pipeline(
                 ),  # fmt: skip
                 on_progress=lambda label, done, total: advance(label, done, total),
             )
-            variants[f"{name}-{precision}"] = quantized.path
+            variants[f"{name}-{precision}"] = quantized.bundle.path
 
     compiled: dict[str, dict[str, Any]] = {}
     runnable: dict[str, Path] = {}
     for name, path in variants.items():
         stage(f"compiling {name} for {profile.name}")
-        bundle, result = compile_bundle(
+        bundle = compile_bundle(
             path,
             out / f"{name}-{profile.name}",
             CompileOptions(target=profile.name, threads=options.threads),
-        )
-        compiled[name] = {"bundle": str(bundle.path), "state": result.get("state", "ready")}
-        ready = result.get("state") not in ("pending-build",) and bundle.manifest.runtime in (
-            "onnxruntime",
-        )
+        ).bundle
+        record = bundle.manifest.compile_record
+        state = record.state if record is not None else None
+        compiled[name] = {"bundle": str(bundle.path), "state": state or READY}
+        # What runs here: an ONNX Runtime bundle (a build kit or a GPU engine waits for its
+        # device, and is validated as its uncompiled source meanwhile).
+        ready = state != PENDING_BUILD and bundle.manifest.runtime == "onnxruntime"
         runnable[name] = bundle.path if ready else path
     summary["compiled"] = compiled
     if any(runnable[n] == variants[n] for n in variants):
@@ -255,5 +277,12 @@ def run_pipeline(
         data=data.name,
         n=len(data),
     )
-    (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    write_file_atomically(out / MARKER, json.dumps(summary, indent=2) + "\n")
+    return PipelineResult(
+        target=profile.name,
+        report=report,
+        rows=tuple(rows),
+        distill_setting=summary.get("distill_setting"),
+        note=summary.get("note"),
+        data=summary,
+    )

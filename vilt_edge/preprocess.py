@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from vilt_edge.bundle import Preprocessing
-from vilt_edge.errors import InputError
+from vilt_edge.errors import InputError, first_line
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
@@ -58,11 +58,6 @@ def _name(source: ImageSource) -> str:
     if isinstance(source, np.ndarray):
         return f"image ({source.dtype} array of shape {tuple(source.shape)})"
     return f"image ({type(source).__name__})"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def _high_depth_to_uint8(image: Image.Image) -> Image.Image:
@@ -137,14 +132,14 @@ def _open_file(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(
             f"{path}: image too large, refused as a possible decompression bomb "
-            f"({_first_line(error)})"
+            f"({first_line(error)})"
         ) from None
     except Image.UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (or a format PIL cannot read)") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except _DECODE_ERRORS as error:
-        raise InputError(f"{path}: corrupt or truncated image ({_first_line(error)})") from None
+        raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})") from None
     return _to_rgb(loaded, str(path))
 
 
@@ -164,7 +159,7 @@ def load_image(source: ImageSource) -> Image.Image:
         try:
             source.load()  # an image opened lazily by the caller may still be truncated
         except _DECODE_ERRORS as error:
-            raise InputError(f"{name}: corrupt or truncated image ({_first_line(error)})") from None
+            raise InputError(f"{name}: corrupt or truncated image ({first_line(error)})") from None
         return _to_rgb(source, name)
     raise InputError(f"{name}: expected a file path, a PIL image or a uint8 numpy array")
 

@@ -121,3 +121,44 @@ def _last_line(stderr: bytes) -> str:
     if lines and lines[-1].startswith("error: "):
         return lines[-1].removeprefix("error: ")
     return lines[-1] if lines else ""
+
+
+def validate_remote(bundle: str, host: str, python: str, ssh_config: str | None,
+                    reference: str | None, args: list[str]):  # fmt: skip
+    """`vilt-edge validate` on a remote host: copy the bundle (and its reference: the one named,
+    else the FP32 source its manifest names, if it is here), run, fetch the results file."""
+    from vilt_edge.default_bundle import open_bundle
+    from vilt_edge.results import Results
+
+    local = open_bundle(bundle)
+    bundles = {"bundle": local.path}
+    if reference is None:
+        source = (local.manifest.source or {}).get("bundle")
+        reference = source if source and Path(source).is_dir() else "none"
+    if reference.lower() != "none":
+        bundles["reference"] = open_bundle(reference).path
+        args = [*args, "--reference", "{reference}"]
+    else:
+        args = [*args, "--reference", "none"]
+    _, fetched = Remote(host, python, ssh_config).run_vilt_edge(
+        bundles,
+        ["validate", "{bundle}", *args, "--json", "--out", "{work}/results.json"],
+        fetch="results.json",
+    )
+    data = json.loads(fetched)
+    # Name the bundles as they are here (the remote copies are gone); say where it ran.
+    data["variant"].update(bundle=str(local.path), remote=host)
+    if data.get("reference") and "reference" in bundles:
+        data["reference"]["bundle"] = str(bundles["reference"])
+    return Results.from_json(data)
+
+
+def bench_remote(bundle: str, host: str, python: str, ssh_config: str | None,
+                 args: list[str]) -> dict[str, Any]:  # fmt: skip
+    """`vilt-edge bench` on a remote host: the bundle, verified here, is copied and run there."""
+    from vilt_edge.default_bundle import open_bundle
+
+    local = open_bundle(bundle)  # verified here before it travels
+    figures, _ = Remote(host, python, ssh_config).run_vilt_edge({"bundle": local.path}, args)
+    figures["remote"] = host
+    return figures

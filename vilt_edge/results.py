@@ -1,6 +1,6 @@
 """The results file: one validated variant's accuracy and latency, versioned JSON (torch-free).
 
-    from vilt_edge.results import Results, machine_description, read_results, write_results
+    from vilt_edge.results import Results, read_results, write_results
 
     results = Results(
         variant={"name": "default int8 static", "bundle": "out/int8", "model": "default",
@@ -22,10 +22,6 @@ import copy
 import json
 import math
 import os
-import platform
-import shutil
-import subprocess
-import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,22 +29,16 @@ from typing import Any
 
 from vilt_edge import __version__
 from vilt_edge.errors import DataError
-from vilt_edge.outputs import RESULTS_SCHEMA, check_replaceable
+from vilt_edge.outputs import RESULTS_SCHEMA, check_replaceable, write_file_atomically
+from vilt_edge.records import INT8_MODES, TASKS
+from vilt_edge.records import PRECISIONS as RECORD_PRECISIONS
 
 SCHEMA = RESULTS_SCHEMA
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)  # a reader that learns version 2 keeps reading 1
 
-PRECISIONS = ("fp32", "fp16", "int8")
-MODES = ("static", "dynamic")  # INT8 calibration mode; None for float variants
-TASKS = ("vqa", "nlvr2")
-
-# Instruction sets that decide which kernels a runtime can use (VNNI/AMX for INT8 on x86,
-# dot-product and i8mm for INT8 on Arm), so a reader can tell why two machines' latencies differ.
-ISA_OF_INTEREST = (
-    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-    "amx_int8", "neon", "asimd", "asimddp", "i8mm",
-)  # fmt: skip
+PRECISIONS = RECORD_PRECISIONS
+MODES = INT8_MODES  # INT8 calibration mode; None for float variants
 
 # Fields a results file must carry; the rest may be null or absent (a run without --reference
 # has no delta or agreement, a VQA run has no consistency).
@@ -175,22 +165,9 @@ def write_results(results: Results, path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a file name for the results, e.g. {path}/x.json")
     check_replaceable(path, "results")  # an earlier results file, never a file of the user's
-    path.parent.mkdir(parents=True, exist_ok=True)
     # allow_nan=False: NaN is not JSON; validation already refuses it, so this is a bug guard.
     text = json.dumps(results.to_json(), indent=2, allow_nan=False) + "\n"
-    temp_name = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    # os.open with 0o666 leaves the permissions to the umask, as for any file the user writes;
-    # tempfile.mkstemp would make the results readable by their owner only.
-    handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        temp_name.unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, text)
     return path
 
 
@@ -213,83 +190,6 @@ def read_results(path: str | os.PathLike) -> Results:
         return Results.from_json(data)
     except DataError as error:
         raise DataError(f"{path}: {error}") from None
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU model, logical cores, ISA flags of interest and GPU name(s) of this machine.
-
-    Reads /proc/cpuinfo where there is one (Linux) and falls back to `platform`; cheap enough to
-    call once per validation run (no torch, one optional `nvidia-smi` call).
-    """
-    cpuinfo = _read_cpuinfo()
-    cpu = _cpuinfo_value(cpuinfo, "model name", "Model", "Hardware", "cpu model")
-    cpu = cpu or platform.processor() or platform.machine() or "unknown CPU"
-    # x86 lists its extensions under "flags", Arm under "Features".
-    flags = set((_cpuinfo_value(cpuinfo, "flags", "Features") or "").split())
-    return {
-        "cpu": " ".join(cpu.split()),  # some kernels pad the model name with runs of spaces
-        "cores": os.cpu_count() or 1,
-        "isa": [flag for flag in ISA_OF_INTEREST if flag in flags],
-        "gpu": _gpu_names(),
-    }
-
-
-def describe_machine(machine: dict[str, Any]) -> str:
-    """One line for people: 'Intel Xeon, 2 cores (avx2, avx512_vnni), GPU: NVIDIA H100'."""
-    text = f"{machine['cpu']}, {machine['cores']} cores"
-    if machine["isa"]:
-        text += f" ({', '.join(machine['isa'])})"
-    if machine.get("gpu"):
-        text += f", GPU: {machine['gpu']}"
-    return text
-
-
-def _read_cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _cpuinfo_value(cpuinfo: str, *keys: str) -> str | None:
-    """The first processor's value for the first of `keys` present."""
-    values: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, colon, value = line.partition(":")
-        if colon:
-            values.setdefault(key.strip(), value.strip())
-    for key in keys:
-        if values.get(key):
-            return values[key]
-    return None
-
-
-def _run_nvidia_smi() -> str | None:
-    """The one place this module shells out, so tests can patch it."""
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        return None
-    try:
-        completed = subprocess.run(
-            [binary, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        # A driver mismatch makes nvidia-smi fail; that machine has no usable GPU for us.
-        return None
-    return completed.stdout
-
-
-def _gpu_names() -> str | None:
-    output = _run_nvidia_smi()
-    names = [line.strip() for line in (output or "").splitlines() if line.strip()]
-    if not names:
-        return None
-    counts = {name: names.count(name) for name in dict.fromkeys(names)}
-    return ", ".join(name if count == 1 else f"{count}x {name}" for name, count in counts.items())
 
 
 # Validation. Each check raises DataError naming the field, with the bad value shortened so the

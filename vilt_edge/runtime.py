@@ -103,16 +103,16 @@ class ViltRuntime:
                 )
             self._true_index = lowered.index("true")
         self.tokenizer = QuestionTokenizer.from_file(bundle.tokenizer_path, manifest.text_length)
-        settings = (manifest.extra or {}).get("runtime_settings") or {}
-        if settings.get("state") == "pending-build":
+        settings = manifest.runtime_settings
+        if settings is not None and settings.pending_build:
             raise BundleError(
                 f"{bundle.path} holds the ONNX model and its TensorRT build step, not an engine: "
-                f"on the device run: {settings.get('build_command')}"
+                f"on the device run: {settings.build_command}"
             )
         self.runner: Runner = get_runner(manifest.runtime).load(
             bundle.model_path,
             threads=threads,
-            settings=settings or None,
+            settings=settings.to_json() if settings is not None else None,
         )
         # NLVR2's pair head: two small matrix products over the pooled vectors, on ONNX
         # Runtime's CPU provider whatever runs the encoder (a TensorRT engine, torch-cuda).
@@ -133,7 +133,7 @@ class ViltRuntime:
         The bundle's files are checked against their sha256 first: a missing, truncated or
         altered file raises `BundleError` naming it.
         """
-        from vilt_edge.default_model import open_bundle
+        from vilt_edge.default_bundle import open_bundle
 
         return cls(open_bundle(bundle), threads=threads)
 

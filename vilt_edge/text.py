@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 from tokenizers import Tokenizer
 
-from vilt_edge.errors import BundleError, InputError
+from vilt_edge.errors import BundleError, InputError, first_line
 
 
 class QuestionTruncatedWarning(UserWarning):
@@ -66,7 +66,7 @@ class QuestionTokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as error:  # tokenizers raises plain Exception for unreadable files
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unreadable"
+            reason = first_line(error, "unreadable")
             raise BundleError(f"{path}: not a usable tokenizer ({reason})") from None
         return cls(tokenizer, max_length)
 

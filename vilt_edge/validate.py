@@ -19,8 +19,6 @@ consistency over sentences that share an image set.
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +35,11 @@ from vilt_edge.datasets import (
     load_nlvr2,
     load_vqav2,
 )
+from vilt_edge.devices.host import machine_description
 from vilt_edge.errors import DataError, InputError
+from vilt_edge.measure import deploy_peak_rss_mb, peak_rss_mb, percentiles, reset_peak_rss
 from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
-from vilt_edge.results import Results, machine_description
+from vilt_edge.results import Results
 
 DATA_SPECS = "vqav2:DIR, nlvr2:PATH, frames:PATH or easy-vqa[:test|train]"
 
@@ -162,30 +162,6 @@ def score(data: DataSet, labels: Sequence[str], predicted: np.ndarray) -> dict[s
     }
 
 
-def percentiles(values_ms: Sequence[float]) -> dict[str, float]:
-    values = np.asarray(values_ms, dtype=np.float64)
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {"p50": round(float(p50), 4), "p90": round(float(p90), 4), "p99": round(float(p99), 4)}
-
-
-def reset_peak_rss() -> bool:
-    """Start the peak-RSS count afresh (Linux: /proc/self/clear_refs), so a validation run
-    after other work in the same process (the pipeline's distillation) reports its own peak.
-    Returns False where the platform cannot (then the peak is the process's so far)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
-
-
 def run_logits(
     runtime,
     data: DataSet,
@@ -234,8 +210,8 @@ def bundle_size_mb(runtime) -> float:
 def variant_of(runtime, name: str | None = None) -> dict[str, Any]:
     """The results file's description of what ran: name, bundle, model, precision, ..."""
     manifest = runtime.bundle.manifest
-    quantize = (manifest.extra or {}).get("quantize", {})
-    mode = quantize.get("mode") if manifest.precision == "int8" else None
+    quantized = manifest.quantize_record
+    mode = quantized.mode if quantized is not None and manifest.precision == "int8" else None
     if name is None:
         name = " ".join(filter(None, [Path(runtime.bundle.path).name, manifest.precision, mode]))
     return {
@@ -252,9 +228,9 @@ def variant_of(runtime, name: str | None = None) -> dict[str, Any]:
 
 def _device_of(manifest) -> str | None:
     """The device profile the bundle was compiled for, else the profile of this host."""
-    compiled = (manifest.extra or {}).get("compile")
+    compiled = manifest.compile_record
     if compiled:
-        return compiled["target"]
+        return compiled.target
     from vilt_edge.devices import detect_host
 
     host = detect_host()
@@ -327,13 +303,12 @@ def validate(
                 }
             )
     runner = runtime.runner.describe()
-    from vilt_edge.bench import deploy_peak_rss_mb
-    from vilt_edge.roofline import host_floor
+    from vilt_edge.devices.roofline import host_floor
 
     bundle = runtime.bundle
     model_path = bundle.model_path
     source = bundle.manifest.source.get("bundle")
-    if (bundle.manifest.extra or {}).get("compile") and source:
+    if bundle.manifest.compile_record is not None and source:
         # A compiled model is the same arithmetic as its source, which is plain ONNX to count.
         candidate = Path(source) / "model.onnx"
         model_path = candidate if candidate.is_file() else model_path

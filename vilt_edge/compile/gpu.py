@@ -18,7 +18,9 @@ from typing import Any
 
 from vilt_edge.bundle import Bundle, save_model
 from vilt_edge.compile.readiness import check_model, first_failure, operator_table
+from vilt_edge.compile.write import write_compiled
 from vilt_edge.errors import InputError
+from vilt_edge.records import BUILT, PENDING_BUILD, READY
 
 ENGINE_FILE = "model.plan"
 TIMING_CACHE = "timing.cache"
@@ -76,8 +78,6 @@ def compile_for_gpu(
     summary: dict[str, Any],
 ) -> tuple[Bundle | None, dict[str, Any]]:
     import onnx
-
-    from vilt_edge.compile import _write
 
     compiler = options.compiler or profile.runtime
     if compiler in ("torch-cuda", "torch-tensorrt"):
@@ -142,7 +142,7 @@ def compile_for_gpu(
                 "compute_capability": record["compute_capability"],
                 "max_shapes": {k: list(v[2]) for k, v in shapes.items()},
             }
-            files = {"model_file": ENGINE_FILE, "runtime": "tensorrt", "state": "built",
+            files = {"model_file": ENGINE_FILE, "runtime": "tensorrt", "state": BUILT,
                      "engine": record, "runtime_settings": settings}  # fmt: skip
         else:
             why = reason
@@ -161,10 +161,10 @@ def compile_for_gpu(
             files = {
                 "model_file": "model.onnx",
                 "runtime": "tensorrt",
-                "state": "pending-build",
+                "state": PENDING_BUILD,
                 "build_command": command,
                 "trtexec": trtexec,
-                "runtime_settings": {"state": "pending-build", "build_command": command},
+                "runtime_settings": {"state": PENDING_BUILD, "build_command": command},
             }
             summary["note"] = (
                 f"{why}: wrote the ONNX model and its build step to {out}/BUILD.md; "
@@ -181,7 +181,7 @@ def compile_for_gpu(
             runtime_settings=files["runtime_settings"],
         )
         summary.update({k: v for k, v in record.items() if k != "runtime_settings"})
-        return _write(bundle, profile, out, options, work, record, summary), summary
+        return write_compiled(bundle, profile, out, options, work, record, summary), summary
 
 
 def _build_notes(profile, version: str, why: str, command: str, trtexec: str) -> str:
@@ -218,8 +218,7 @@ def compile_for_torch_cuda(
     (`model.ep`), which the same runtime loads; elsewhere that request is refused in one line."""
     import tempfile
 
-    from vilt_edge.compile import _write
-    from vilt_edge.loading import load_model
+    from vilt_edge.model.loading import load_model
 
     manifest = bundle.manifest
     if manifest.precision == "int8":
@@ -249,10 +248,10 @@ def compile_for_torch_cuda(
             record = _torch_tensorrt_compile(loaded, shapes, work / "model.ep", workspace)
             settings = {"device": "cuda", "dtype": "float16", "cuda_graphs": False,
                         "format": "torch-tensorrt", **record}  # fmt: skip
-            files = {"model_file": "model.ep", "runtime": "torch-cuda", "state": "built",
+            files = {"model_file": "model.ep", "runtime": "torch-cuda", "state": BUILT,
                      "compiler": compiler, "runtime_settings": settings}  # fmt: skip
             summary.update({k: v for k, v in files.items() if k != "runtime_settings"})
-            return _write(bundle, profile, out, options, work, files, summary), summary
+            return write_compiled(bundle, profile, out, options, work, files, summary), summary
         loaded.model.save_pretrained(work)
         for extra in work.iterdir():  # keep the two files the runner reads
             if extra.name not in ("config.json", "model.safetensors"):
@@ -260,12 +259,12 @@ def compile_for_torch_cuda(
         record = {
             "model_file": "model.safetensors",
             "runtime": "torch-cuda",
-            "state": "ready",
+            "state": READY,
             "compiler": "torch-cuda",
             "runtime_settings": settings,
         }
         summary.update({k: v for k, v in record.items() if k != "runtime_settings"})
-        return _write(bundle, profile, out, options, work, record, summary), summary
+        return write_compiled(bundle, profile, out, options, work, record, summary), summary
 
 
 def _torch_tensorrt_compile(
@@ -287,7 +286,7 @@ def _torch_tensorrt_compile(
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--compiler torch-tensorrt needs a CUDA GPU; none is visible here")
     dtype = torch.float16 if device == "cuda" else torch.float32  # CPU: the tests' stand-in
-    from vilt_edge.modeling import ExportWrapper, PooledEncoderWrapper, use_sdpa_attention
+    from vilt_edge.model.modeling import ExportWrapper, PooledEncoderWrapper, use_sdpa_attention
 
     use_sdpa_attention(loaded.model)
     names = [n for n in ("input_ids", "attention_mask", "pixel_values", "image_token_type_ids")

@@ -25,16 +25,15 @@ after the build, which makes rebuilds on the same device much faster.
 from __future__ import annotations
 
 import math
-import os
 import shlex
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vilt_edge.errors import BundleError, InputError
+from vilt_edge.errors import BundleError, InputError, first_line
+from vilt_edge.outputs import write_file_atomically
 from vilt_edge.runtimes.tensorrt import (
     cuda_device_count,
     cudart_module,
@@ -120,7 +119,7 @@ def tensorrt_status() -> tuple[str | None, str]:
     except ImportError:
         return None, "tensorrt is not installed"
     except OSError as error:  # the bindings are there, a TensorRT library is not
-        return None, f"tensorrt is installed but cannot load ({_first_line(error)})"
+        return None, f"tensorrt is installed but cannot load ({first_line(error)})"
     try:
         cudart = cudart_module()
     except ImportError:
@@ -130,36 +129,13 @@ def tensorrt_status() -> tuple[str | None, str]:
     return str(trt.__version__), ""
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 def _parser_failure(parser: Any) -> str:
     count = parser.num_errors
     if count < 1:
         return "the parser reported no details"
     parser_error = parser.get_error(0)
-    text = _first_line(parser_error.desc()) or "unknown parser error"
+    text = first_line(parser_error.desc(), "") or "unknown parser error"
     return text if count == 1 else f"{text} (and {count - 1} more)"
-
-
-def _write_atomically(path: Path, data: Any) -> int:
-    """Write `data` (bytes or a buffer) to `path` through a temporary file in the same folder
-    and `os.replace`, so a reader never sees half a file. Returns the bytes written."""
-    view = memoryview(data).cast("B")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(view)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return len(view)
 
 
 def build_engine(
@@ -248,10 +224,10 @@ def build_engine(
     if serialized is None:
         reason = f": {messages[0]}" if messages else ""
         raise BundleError(f"TensorRT could not build an engine from {onnx_path.name}{reason}")
-    engine_bytes = _write_atomically(engine_path, serialized)
+    engine_bytes = write_file_atomically(engine_path, memoryview(serialized))
     if cache_path is not None:
         timing_cache = config.get_timing_cache()
-        _write_atomically(cache_path, timing_cache.serialize())
+        write_file_atomically(cache_path, memoryview(timing_cache.serialize()))
     say(f"wrote {engine_path.name} ({engine_bytes / MIB:.1f} MiB) in {seconds:.0f} s")
 
     return {

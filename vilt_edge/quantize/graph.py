@@ -133,3 +133,47 @@ def branch_unmasked_attention(model: onnx.ModelProto) -> int:
         del graph.node[:]
         graph.node.extend(head + nodes)
     return count
+
+
+def keep_float_consumers(model, op_types: set[str]) -> int:
+    """Rewire ops that do not run in INT8 to read the float tensor, not its Q/DQ round trip.
+
+    onnxruntime's Q/DQ quantizer gives a tensor read by one quantized op a single Q/DQ pair and
+    points *every* reader at the dequantized copy, so a residual Add or a LayerNorm beside the
+    quantized MatMul would also see quantization error (and TensorRT would see Q/DQ where it does
+    not run INT8). Returns how many inputs were rewired.
+    """
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    rewired = 0
+    for node in model.graph.node:
+        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            dequantize = produced_by.get(name)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                continue
+            quantize = produced_by.get(dequantize.input[0])
+            if quantize is None or quantize.op_type != "QuantizeLinear":
+                continue  # a weight's DQ (initializer input): nothing float to read instead
+            node.input[index] = quantize.input[0]
+            rewired += 1
+    return rewired
+
+
+def remove_dangling_qdq(model) -> int:
+    """Drop Q/DQ nodes whose outputs nobody reads any more (after `keep_float_consumers`)."""
+    outputs = {o.name for o in model.graph.output}
+    removed = 0
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [
+            node
+            for node in model.graph.node
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(out in read for out in node.output)
+        ]
+        if not dead:
+            return removed
+        for node in dead:
+            model.graph.node.remove(node)
+        removed += len(dead)

@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vilt_edge.errors import InputError
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -116,36 +114,3 @@ PRESETS: dict[str, Preset] = {
     ),
     "tensorrt": Preset(name="tensorrt", **_TENSORRT),
 }
-
-# Target names users pass to --target, and the preset each one gets.
-TARGETS: dict[str, str] = {
-    "cpu": "host",  # this machine's CPU family, detected
-    "x86-avx512-vnni": "x86-avx512-vnni",
-    "x86-avx2": "x86-avx2",
-    "arm64": "arm64",
-    "jetson-orin-nano": "tensorrt",
-    "jetson-orin-nx": "tensorrt",
-    "jetson-agx-orin": "tensorrt",
-    "jetson-xavier-nx": "tensorrt",
-    "cuda-gpu": "tensorrt",
-    "tensorrt": "tensorrt",
-}
-
-
-def host_preset() -> str:
-    """The CPU preset of the machine this runs on."""
-    import platform
-
-    from vilt_edge.results import machine_description
-
-    if platform.machine().lower() in ("aarch64", "arm64"):
-        return "arm64"
-    isa = set(machine_description()["isa"])
-    return "x86-avx512-vnni" if "avx512_vnni" in isa else "x86-avx2"
-
-
-def preset_for(target: str) -> Preset:
-    key = TARGETS.get(target.strip().lower())
-    if key is None:
-        raise InputError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
-    return PRESETS[host_preset() if key == "host" else key]

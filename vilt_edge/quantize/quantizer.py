@@ -2,10 +2,11 @@
 
     from vilt_edge.quantize import QuantizeOptions, quantize_bundle
 
-    bundle, summary = quantize_bundle(
+    result = quantize_bundle(
         "out/fp32", "out/int8",
         QuantizeOptions(precision="int8", calib="easy-vqa:train", target="cpu", max_drop=0.5),
     )
+    result.bundle, result.record.preset_name, result.fallback
 
 The arithmetic is `onnxruntime.quantization` (calibration, scales, Q/DQ insertion, dynamic
 MatMulInteger) and `onnxruntime.transformers.float16` (FP16 conversion); this module chooses their
@@ -19,79 +20,39 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vilt_edge.bundle import Bundle, check_output, external_data_file, save_model, write_bundle
-from vilt_edge.errors import BundleError, DataError, InputError
+from vilt_edge import __version__
+from vilt_edge.bundle import (
+    check_output,
+    derived_manifest_fields,
+    external_data_file,
+    save_model,
+    write_bundle,
+)
+from vilt_edge.devices.roofline import working_dir
+from vilt_edge.errors import BundleError, DataError, InputError, first_line
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
 from vilt_edge.quantize.graph import (
     fuse_for_onnxruntime_cpu,
+    keep_float_consumers,
     layer_groups,
     name_unnamed_nodes,
+    remove_dangling_qdq,
 )
-from vilt_edge.quantize.presets import Preset, preset_for
-from vilt_edge.roofline import working_dir
+from vilt_edge.quantize.options import (
+    DEFAULT_CALIB_FOR_DEFAULT_MODEL,
+    FP16_SAFE,
+    MAX_FALLBACK_SHARE,
+    QuantizeOptions,
+    QuantizeResult,
+)
+from vilt_edge.quantize.presets import Preset
+from vilt_edge.records import QuantizeRecord
 from vilt_edge.validate import DataSet, check_task, load_data, score
-
-PRECISIONS = ("int8", "fp16")
-MODES = ("static", "dynamic")
-METHODS = ("minmax", "entropy", "percentile")
-FP16_MAX = 65504.0
-# A tensor whose calibration range reaches half of FP16's largest value is kept in FP32: unseen
-# inputs may push it over, and an inf propagates to every answer.
-FP16_SAFE = FP16_MAX / 2
-# The fallback keeps at most this share of the layer groups in FP32; past that the model is not
-# meaningfully INT8 any more and the user should hear so.
-MAX_FALLBACK_SHARE = 0.5
-DEFAULT_CALIB_FOR_DEFAULT_MODEL = "easy-vqa:train"
-
-
-@dataclass(frozen=True)
-class QuantizeOptions:
-    precision: str
-    mode: str = "static"
-    calib: str | None = None
-    calib_size: int = 128
-    method: str = "minmax"
-    target: str = "cpu"
-    max_drop: float | None = None  # accuracy points
-    eval_size: int = 500  # held-out examples for --max-drop
-    seed: int = 0
-    threads: int | None = None
-    overwrite: bool = False
-
-    def check(self) -> Preset:
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose int8 or fp16")
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}; choose static or dynamic")
-        if self.method not in METHODS:
-            raise InputError(f"unknown method {self.method!r}; choose {', '.join(METHODS)}")
-        preset = preset_for(self.target)
-        if self.precision == "fp16" and self.mode == "dynamic":
-            raise InputError("--mode dynamic is INT8 only; FP16 has no modes")
-        if self.precision == "int8" and self.mode == "dynamic" and not preset.dynamic_ok:
-            raise InputError(
-                f"target {self.target} runs INT8 from explicit Q/DQ only; use --mode static"
-            )
-        if self.max_drop is not None:
-            if self.precision != "int8":
-                raise InputError("--max-drop applies to INT8; FP16 keeps its sensitive ops in FP32")
-            if not np.isfinite(self.max_drop) or self.max_drop < 0:
-                raise InputError(f"--max-drop must be a number of points >= 0, not {self.max_drop}")
-            if self.eval_size < 1:
-                raise InputError("--eval-size must be at least 1")
-        if self.calib_size < 1:
-            raise InputError("--calib-size must be at least 1")
-        return preset
-
-    @property
-    def needs_data(self) -> bool:
-        return self.precision == "fp16" or self.mode == "static" or self.max_drop is not None
 
 
 def _ort_types(preset: Preset):
@@ -201,7 +162,7 @@ class Quantizer:
             try:
                 self.fusions = fuse_for_onnxruntime_cpu(prepared, prepared)
             except Exception as error:  # noqa: BLE001 - unfused is slower but still correct
-                self.fusions = f"skipped: {type(error).__name__}: {error}".splitlines()[0]
+                self.fusions = f"skipped: {type(error).__name__}: {first_line(error, '')}"
         model = onnx.load(prepared)
         name_unnamed_nodes(model)
         onnx.save(model, prepared)
@@ -404,7 +365,7 @@ class Quantizer:
             "agreement": attempts[-1]["agreement"],
         }
 
-    def run(self, out: Path) -> tuple[Bundle, dict[str, Any]]:
+    def run(self, out: Path) -> QuantizeResult:
         import onnxruntime
 
         options = self.options
@@ -445,82 +406,17 @@ class Quantizer:
                     if name not in (model_file, external_data_file(model_file)):
                         shutil.copyfile(source.path / name, staging / name)
 
-            manifest = source.manifest
-            fields = {
-                f: getattr(manifest, f)
-                for f in (
-                    "task",
-                    "model_file",
-                    "head_file",
-                    "text_length",
-                    "num_images",
-                    "patch_size",
-                    "inputs",
-                )
-            }
-            fields.update(
+            record = QuantizeRecord.from_json(json.loads(json.dumps(summary)))
+            fields = derived_manifest_fields(
+                source,
                 precision=options.precision,
-                runtime=manifest.runtime,
-                source={
-                    **manifest.source,
-                    "bundle": str(Path(source.path).resolve()),
-                    "bundle_precision": manifest.precision,
-                    "bundle_model_sha256": manifest.files[manifest.model_file],
-                },
-                vilt_edge_version=manifest.vilt_edge_version,
-                extra={**manifest.extra, "quantize": json.loads(json.dumps(summary))},
+                vilt_edge_version=__version__,
+                records={"quantize": record},
             )
-            from vilt_edge import __version__
-
-            fields["vilt_edge_version"] = __version__
             bundle = write_bundle(
                 out, fields, write_files, overwrite=options.overwrite, inputs=(source.path,)
             )
-        return bundle, summary
-
-
-def keep_float_consumers(model, op_types: set[str]) -> int:
-    """Rewire ops that do not run in INT8 to read the float tensor, not its Q/DQ round trip.
-
-    onnxruntime's Q/DQ quantizer gives a tensor read by one quantized op a single Q/DQ pair and
-    points *every* reader at the dequantized copy, so a residual Add or a LayerNorm beside the
-    quantized MatMul would also see quantization error (and TensorRT would see Q/DQ where it does
-    not run INT8). Returns how many inputs were rewired.
-    """
-    produced_by = {out: node for node in model.graph.node for out in node.output}
-    rewired = 0
-    for node in model.graph.node:
-        if node.op_type in op_types or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        for index, name in enumerate(node.input):
-            dequantize = produced_by.get(name)
-            if dequantize is None or dequantize.op_type != "DequantizeLinear":
-                continue
-            quantize = produced_by.get(dequantize.input[0])
-            if quantize is None or quantize.op_type != "QuantizeLinear":
-                continue  # a weight's DQ (initializer input): nothing float to read instead
-            node.input[index] = quantize.input[0]
-            rewired += 1
-    return rewired
-
-
-def remove_dangling_qdq(model) -> int:
-    """Drop Q/DQ nodes whose outputs nobody reads any more (after `keep_float_consumers`)."""
-    outputs = {o.name for o in model.graph.output}
-    removed = 0
-    while True:
-        read = {name for node in model.graph.node for name in node.input} | outputs
-        dead = [
-            node
-            for node in model.graph.node
-            if node.op_type in ("QuantizeLinear", "DequantizeLinear")
-            and not any(out in read for out in node.output)
-        ]
-        if not dead:
-            return removed
-        for node in dead:
-            model.graph.node.remove(node)
-        removed += len(dead)
+        return QuantizeResult(bundle, record)
 
 
 def _is_labeled(data: DataSet) -> bool:
@@ -535,7 +431,7 @@ def quantize_bundle(
     options: QuantizeOptions,
     status: Callable[[str], None] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[Bundle, dict[str, Any]]:
+) -> QuantizeResult:
     """Quantize the FP32 bundle `source` into a new bundle at `out` (written atomically)."""
     out = Path(out)
     # Before any slow work; "default" names the embedded model, not a path.

@@ -16,15 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.errors import BundleError, InputError
+from vilt_edge.errors import BundleError, InputError, first_line
 from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 class OnnxRuntimeRunner(RunnerBase):
@@ -74,7 +69,7 @@ class OnnxRuntimeRunner(RunnerBase):
             )
         except Exception as error:  # onnxruntime's load failures share no useful base class
             raise BundleError(
-                f"{self.model_path}: onnxruntime cannot load this model ({_first_line(error)})"
+                f"{self.model_path}: onnxruntime cannot load this model ({first_line(error)})"
             ) from None
         self.input_names = [node.name for node in self._session.get_inputs()]
         # Graphs exported since EXPORT_REVISION 3 take any text length up to the bundle's, so

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.errors import BundleError, InputError
+from vilt_edge.errors import BundleError, InputError, first_line
 from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
@@ -99,16 +99,11 @@ def make_logger(trt: Any, messages: list[str], forward: Callable[[str], None] | 
 
         def log(self, severity: Any, msg: str) -> None:
             if severity in errors:
-                messages.append(_one_line(msg))
+                messages.append(first_line(msg, ""))
             if forward is not None and severity in shown:
-                forward(f"TensorRT: {_one_line(msg)}")
+                forward(f"TensorRT: {first_line(msg, '')}")
 
     return _Logger()
-
-
-def _one_line(text: Any) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
 
 
 def _dims(shape: Any) -> tuple[int, ...]:

@@ -76,7 +76,7 @@ class TorchCudaRunner(RunnerBase):
         from safetensors.torch import load_file
         from transformers import ViltConfig
 
-        from vilt_edge.modeling import (
+        from vilt_edge.model.modeling import (
             EXACT_CLASS_FOR_TASK,
             PooledEncoderWrapper,
             use_sdpa_attention,

@@ -1,7 +1,7 @@
 """Export a ViLT to a bundle: ONNX with dynamic batch and image size, plus what an app needs.
 
     vilt-edge export MODEL -o BUNDLE [--opset 17]
-    from vilt_edge.export import export_bundle; export_bundle("path/to/hf-vilt-dir", "bundle")
+    from vilt_edge.model.export import export_bundle; export_bundle("path/to/hf-vilt-dir", "bundle")
 
 The graph takes `input_ids` and `attention_mask` (int64, batch x text: any length from 2 up to
 the model's text length; the runtime pads questions on the right and cuts a batch's columns past
@@ -27,7 +27,7 @@ from pathlib import Path
 from vilt_edge import __version__
 from vilt_edge.bundle import Bundle, check_output, save_model, write_bundle
 from vilt_edge.errors import InputError
-from vilt_edge.loading import LoadedModel, load_model
+from vilt_edge.model.loading import LoadedModel, load_model
 
 MIN_OPSET = 17
 MODEL_FILE = "model.onnx"
@@ -72,7 +72,7 @@ def export_onnx(loaded: LoadedModel, path: Path, opset: int = MIN_OPSET, exporte
     model, or the NLVR2 encoder of one image (its pair head: `export_head`)."""
     import torch
 
-    from vilt_edge.modeling import ExportWrapper, PooledEncoderWrapper
+    from vilt_edge.model.modeling import ExportWrapper, PooledEncoderWrapper
 
     if opset < MIN_OPSET:
         raise InputError(f"--opset must be at least {MIN_OPSET} (native LayerNormalization)")

@@ -11,7 +11,7 @@ can trace it.
 Images inside one batch must share one size (every patch valid); callers with mixed sizes
 group them by size first, as `vilt_edge.runtime` does.
 
-    from vilt_edge.modeling import ExactViltForQuestionAnswering
+    from vilt_edge.model.modeling import ExactViltForQuestionAnswering
     model = ExactViltForQuestionAnswering.from_pretrained("path/to/hf-vilt-dir")
 """
 

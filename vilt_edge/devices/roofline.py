@@ -1,6 +1,6 @@
 """Roofline floor: what a bundle's graph costs at its input shape, and how fast a device can go.
 
-    from vilt_edge.roofline import count_graph, predict_floor
+    from vilt_edge.devices.roofline import count_graph, predict_floor
     cost = count_graph("bundle/model.onnx", image_size=(384, 512), text_length=40)
     print(cost.gops, predict_floor(cost, get_profile("jetson-orin-nano")).floor_ms)
 

@@ -219,7 +219,7 @@ def train_default(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import ViltConfig
 
-    from vilt_edge.modeling import ExactViltForQuestionAnswering
+    from vilt_edge.model.modeling import ExactViltForQuestionAnswering
 
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
@@ -362,24 +362,12 @@ def _publish(model, tokenizer, recipe, labels, out: Path, summary: dict | None =
     """Write the model directory into a staging sibling, then move its files into `out` with
     config.json (what marks a model directory) last: an interrupted write leaves no directory
     that loads as a half-written model."""
-    import shutil
-    import uuid
+    from vilt_edge.outputs import staged_files
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # os.mkdir, not tempfile.mkdtemp: the files keep the user's umask, not owner-only rights.
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
-    try:
+    with staged_files(out, last="config.json") as staging:
         write_hf_directory(model, tokenizer, recipe, labels, staging)
         if summary is not None:
             (staging / "training_summary.json").write_text(json.dumps(summary, indent=2))
-        out.mkdir(exist_ok=True)
-        (out / "config.json").unlink(missing_ok=True)  # an earlier snapshot's, first
-        names = sorted(p.name for p in staging.iterdir() if p.name != "config.json")
-        for name in names + ["config.json"]:
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

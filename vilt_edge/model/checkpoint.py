@@ -1,7 +1,7 @@
 """Read an original ViLT PyTorch-Lightning checkpoint (github.com/dandelin/ViLT) as transformers'
 ViLT: `ViltForQuestionAnswering` (VQA) or `ViltForImagesAndTextClassification` (NLVR2).
 
-    from vilt_edge.checkpoint import build_model_from_lightning, load_lightning_checkpoint
+    from vilt_edge.model.checkpoint import build_model_from_lightning, load_lightning_checkpoint
     task, config, state_dict = load_lightning_checkpoint("vilt_vqa.ckpt")
     task, model = build_model_from_lightning("vilt_vqa.ckpt")  # an ExactVilt* model, eval mode
 
@@ -115,7 +115,7 @@ def build_model_from_lightning(
     num_heads: int | None = None,
 ) -> tuple[str, torch.nn.Module]:
     """Read an original ViLT .ckpt as the exact, exportable model; return (task, model.eval())."""
-    from vilt_edge.modeling import EXACT_CLASS_FOR_TASK
+    from vilt_edge.model.modeling import EXACT_CLASS_FOR_TASK
 
     task, config, state_dict = load_lightning_checkpoint(path, labels=labels, num_heads=num_heads)
     model = EXACT_CLASS_FOR_TASK[task](config)

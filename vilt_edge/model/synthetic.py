@@ -1,6 +1,6 @@
 """A small BERT-style tokenizer built in code, for models made from configs (no downloads).
 
-    from vilt_edge.synthetic import build_tokenizer
+    from vilt_edge.model.synthetic import build_tokenizer
     build_tokenizer().save("random-vilt/tokenizer.json")
 
 The tests' tiny ViLTs and the benchmarks' random ViLT-B/32 use it: a bundle pads every question

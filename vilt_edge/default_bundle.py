@@ -4,6 +4,10 @@ Its bundle is exported once, on first use, into a cache directory keyed by the w
 and the exporter's revision (`$VILT_EDGE_CACHE`, else `~/.cache/vilt-edge`), so
 `vilt-edge ask default ...` works offline.
 Shipping the ONNX beside the weights would double the package size, hence the one-time export.
+
+This module is the deploy side's: with a warm cache it only finds and verifies the bundle (the
+weights hashed once for the key, each bundle file once by `load_bundle`); only a cold cache
+reaches into the model side (`vilt_edge.model.export`, which needs torch) to export it.
 """
 
 from __future__ import annotations
@@ -11,46 +15,43 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vilt_edge.bundle import Bundle, load_bundle, sha256_file
+from vilt_edge.bundle import EXPORT_REVISION, Bundle, load_bundle, sha256_file
 from vilt_edge.errors import BundleError, ViltEdgeError
-
-DEFAULT_WEIGHTS_DIR = Path(__file__).parent / "default_weights"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VILT_EDGE_CACHE", Path.home() / ".cache" / "vilt-edge"))
+from vilt_edge.paths import DEFAULT_WEIGHTS_DIR, cache_dir
 
 
 def default_bundle_path() -> Path:
-    """The default model's bundle, exported into the cache on first use."""
+    """Where the default model's bundle is cached (whether or not it is there yet)."""
     weights = DEFAULT_WEIGHTS_DIR / "model.safetensors"
     if not weights.is_file():
         raise BundleError(
             f"the embedded default model is not in this installation ({DEFAULT_WEIGHTS_DIR})"
         )
-    from vilt_edge.bundle import EXPORT_REVISION
+    return cache_dir() / f"default-{sha256_file(weights)[:16]}-e{EXPORT_REVISION}"
 
-    bundle = cache_dir() / f"default-{sha256_file(weights)[:16]}-e{EXPORT_REVISION}"
-    if bundle.is_dir():
+
+def default_bundle() -> Bundle:
+    """The default model's bundle, loaded and verified; exported into the cache on first use
+    (or when the cached copy is damaged)."""
+    path = default_bundle_path()
+    if path.is_dir():
         try:
-            load_bundle(bundle)
-            return bundle
+            return load_bundle(path)
         except ViltEdgeError:
             pass  # a damaged cache entry is rebuilt below
     try:
-        from vilt_edge.export import export_bundle
+        from vilt_edge.model.export import export_bundle
     except ImportError:
         raise BundleError(
             "the default bundle is exported on first use, which needs the model extra "
             "(pip install 'vilt-edge[model]'); or pass a bundle directory"
         ) from None
-    export_bundle("default", bundle, overwrite=True)
-    return bundle
+    return export_bundle("default", path, overwrite=True)
 
 
 def open_bundle(spec: str | os.PathLike) -> Bundle:
     """A bundle by path, or the string "default" for the embedded model's (a directory named
     default loads as `./default`); verified like `load_bundle`."""
     if isinstance(spec, str) and spec == "default":
-        return load_bundle(default_bundle_path())
+        return default_bundle()
     return load_bundle(spec)

@@ -1,6 +1,6 @@
 """Load a trained ViLT from whatever the user has, as an exact, exportable model.
 
-    from vilt_edge.loading import load_model
+    from vilt_edge.model.loading import load_model
     loaded = load_model("path/to/hf-vilt-dir")      # or a .ckpt, a hub id, or "default"
     loaded.model(input_ids=..., attention_mask=..., pixel_values=...).logits
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from vilt_edge.bundle import Preprocessing, sha256_file
-from vilt_edge.default_model import DEFAULT_WEIGHTS_DIR
-from vilt_edge.errors import ModelError
+from vilt_edge.errors import ModelError, first_line
+from vilt_edge.paths import DEFAULT_WEIGHTS_DIR
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -153,7 +153,7 @@ def _load_hf_directory(directory: Path) -> LoadedModel:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    from vilt_edge.modeling import EXACT_CLASS_FOR_TASK
+    from vilt_edge.model.modeling import EXACT_CLASS_FOR_TASK
 
     config_file = directory / "config.json"
     if not config_file.is_file():
@@ -175,8 +175,7 @@ def _load_hf_directory(directory: Path) -> LoadedModel:
     try:
         model = EXACT_CLASS_FOR_TASK[task].from_pretrained(directory, config=config)
     except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise ModelError(f"{weights}: could not load weights ({first_line})") from None
+        raise ModelError(f"{weights}: could not load weights ({first_line(error)})") from None
     return LoadedModel(
         task=task,
         model=model.eval(),
@@ -188,7 +187,7 @@ def _load_hf_directory(directory: Path) -> LoadedModel:
 
 
 def _load_lightning(path: Path) -> LoadedModel:
-    from vilt_edge.checkpoint import build_model_from_lightning
+    from vilt_edge.model.checkpoint import build_model_from_lightning
 
     task, model = build_model_from_lightning(path)
     tokenizer_file = path.parent / "tokenizer.json"

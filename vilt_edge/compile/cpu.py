@@ -1,0 +1,75 @@
+"""CPU targets: ONNX Runtime's offline graph optimization, saved in the target's model format,
+with the session settings its profile gives (`Target.session_settings`)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vilt_edge.bundle import Bundle, external_data_file
+from vilt_edge.compile.options import CompileOptions
+from vilt_edge.compile.write import write_compiled
+from vilt_edge.devices import Target
+from vilt_edge.errors import BundleError, InputError, first_line
+
+
+def _cpu_files(
+    bundle: Bundle, target: Target, options: CompileOptions, staging: Path
+) -> dict[str, Any]:
+    import onnxruntime
+
+    model_file = target.model_file
+    session = onnxruntime.SessionOptions()
+    session.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session.optimized_model_filepath = str(staging / model_file)
+    if model_file.endswith(".ort"):
+        session.add_session_config_entry("session.save_model_format", "ORT")
+    session.intra_op_num_threads = 1
+    if bundle.model_path.with_name(external_data_file(bundle.model_path.name)).is_file():
+        if model_file.endswith(".onnx"):  # keep the weights memory-mappable (ORT format: inline)
+            session.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                external_data_file(model_file),
+            )
+            session.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
+    try:
+        onnxruntime.InferenceSession(
+            str(bundle.model_path), sess_options=session, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own unrelated types
+        raise BundleError(
+            f"onnxruntime cannot optimize {bundle.model_path}: {first_line(error)}"
+        ) from None
+    return {
+        "model_file": model_file,
+        "format": "ort" if model_file.endswith(".ort") else "onnx",
+        "optimization": "onnxruntime extended graph optimizations, offline",
+        "onnxruntime": onnxruntime.__version__,
+        "runtime_settings": target.session_settings(options.threads),
+    }
+
+
+def compile_for_cpu(
+    bundle: Bundle,
+    target: Target,
+    out: str | Path | None,
+    options: CompileOptions,
+    status: Callable[[str], None],
+    summary: dict[str, Any],
+) -> tuple[Bundle | None, dict[str, Any]]:
+    if options.check_only:
+        summary["ready"] = True
+        summary["checks"] = ["CPU targets run every op of the exported graph in ONNX Runtime"]
+        return None, summary
+    if out is None:
+        raise InputError("--out is required unless --check")
+    status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")
+    with tempfile.TemporaryDirectory(prefix="vilt-edge-compile-") as temp:
+        work = Path(temp)
+        record = _cpu_files(bundle, target, options, work)
+        summary.update(record)
+        return write_compiled(bundle, target.profile, out, options, work, record, summary), summary
