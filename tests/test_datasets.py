@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vilt_edge.datasets import NlvrExample, VqaExample, load_nlvr2, load_vqav2
+from vilt_edge.data import NlvrExample, VqaExample, load_nlvr2, load_vqav2
 from vilt_edge.errors import DataError
 
 VAL_QUESTIONS = "v2_OpenEnded_mscoco_val2014_questions.mini.json"
@@ -412,8 +412,7 @@ def _frames_file(folder: Path, lines: list) -> Path:
 
 
 def test_frames_labeled_and_unlabeled(tmp_path):
-    from vilt_edge.datasets import load_frames
-    from vilt_edge.validate import load_data
+    from vilt_edge.data import load_data, load_frames
 
     path = _frames_file(
         tmp_path,
@@ -444,7 +443,7 @@ def test_frames_labeled_and_unlabeled(tmp_path):
     ],
 )
 def test_frames_bad_lines_name_the_line(tmp_path, line, message):
-    from vilt_edge.datasets import load_frames
+    from vilt_edge.data import load_frames
 
     path = _frames_file(tmp_path, [{"image": "frames/0001.png", "question": "ok?"}, line])
     with pytest.raises(DataError, match=message) as caught:
@@ -453,7 +452,7 @@ def test_frames_bad_lines_name_the_line(tmp_path, line, message):
 
 
 def test_frames_missing_or_empty(tmp_path):
-    from vilt_edge.datasets import load_frames
+    from vilt_edge.data import load_frames
 
     with pytest.raises(DataError, match="frames file not found"):
         load_frames(tmp_path / "none.jsonl")

@@ -9,11 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
+from vilt_edge.data import load_data
 from vilt_edge.default_bundle import default_bundle as load_default_bundle
 from vilt_edge.model.loading import load_model
 from vilt_edge.paths import DEFAULT_WEIGHTS_DIR
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import load_data, validate
+from vilt_edge.validate import validate
 
 
 @pytest.fixture(scope="module")

@@ -182,10 +182,11 @@ def test_devices_cli_bad_inputs(tmp_path):
 
 
 def test_validate_records_the_host_floor_and_the_report_shows_it(tiny_vqa_bundle, tmp_path):
+    from vilt_edge.data import load_data
     from vilt_edge.report import write_report
     from vilt_edge.results import write_results
     from vilt_edge.runtime import ViltRuntime
-    from vilt_edge.validate import load_data, validate
+    from vilt_edge.validate import validate
 
     runtime = ViltRuntime.load(tiny_vqa_bundle, threads=1)
     results = validate(runtime, load_data("easy-vqa:test").limited(16), warmup=1)

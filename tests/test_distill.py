@@ -52,7 +52,7 @@ def nlvr2_teacher_dir(tmp_path_factory) -> Path:
 
 def _frames(folder: Path, count: int, labeled: bool) -> Path:
     """A frames:PATH data set from real easy-VQA images and questions."""
-    from vilt_edge.datasets import load_easy_vqa
+    from vilt_edge.data import load_easy_vqa
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = []

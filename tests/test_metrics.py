@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from vilt_edge.datasets import parse_nlvr2_identifier
+from vilt_edge.data.metrics import accuracy_by_group, nlvr2_consistency, normalize_answer, vqa_score
+from vilt_edge.data.nlvr2 import parse_nlvr2_identifier
 from vilt_edge.errors import DataError
-from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, normalize_answer, vqa_score
 
 
 @pytest.mark.parametrize(

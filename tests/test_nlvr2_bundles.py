@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from vilt_edge.bundle import load_bundle
 from vilt_edge.cli import app
 from vilt_edge.compile import CompileOptions, compile_bundle
+from vilt_edge.data import load_data
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import load_data
 
 
 @pytest.fixture(scope="module")

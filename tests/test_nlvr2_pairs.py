@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
-from vilt_edge.datasets import load_nlvr2
+from vilt_edge.data import load_nlvr2
 from vilt_edge.preprocess import output_size
 from vilt_edge.runtime import ViltRuntime
 

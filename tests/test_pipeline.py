@@ -22,7 +22,7 @@ def teacher(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> Path:
-    from vilt_edge.datasets import load_easy_vqa
+    from vilt_edge.data import load_easy_vqa
 
     folder = tmp_path_factory.mktemp("frames")
     lines = [

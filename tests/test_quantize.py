@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 
 from vilt_edge.bundle import load_bundle
 from vilt_edge.cli import app
+from vilt_edge.data import DataSet, load_data
 from vilt_edge.errors import DataError, InputError
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
 from vilt_edge.quantize.graph import fuse_for_onnxruntime_cpu, layer_groups
 from vilt_edge.quantize.options import preset_for
 from vilt_edge.quantize.presets import PRESETS
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import DataSet, load_data, validate
+from vilt_edge.validate import validate
 
 CALIB = "easy-vqa:train"
 

@@ -15,12 +15,12 @@ from conftest import one_line_error, random_transformers_model, write_hf_directo
 from typer.testing import CliRunner
 
 from vilt_edge.cli import app
-from vilt_edge.datasets import load_nlvr2, load_vqav2
+from vilt_edge.data import DataSet, load_data, load_nlvr2, load_vqav2
+from vilt_edge.data.metrics import nlvr2_consistency, vqa_score
 from vilt_edge.errors import DataError, InputError
-from vilt_edge.metrics import nlvr2_consistency, vqa_score
 from vilt_edge.results import read_results
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import DataSet, drift, load_data, validate
+from vilt_edge.validate import drift, validate
 
 
 @pytest.fixture(scope="module")

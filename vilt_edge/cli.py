@@ -115,8 +115,9 @@ def validate(
     ssh_config: SshConfig = None,
 ) -> None:
     """Accuracy on a data set, drift against the FP32 reference, and latency, in one run."""
+    from vilt_edge.data import load_data
     from vilt_edge.results import write_results
-    from vilt_edge.validate import check_inputs, load_data, reference_from_manifest, summary_json
+    from vilt_edge.validate import check_inputs, reference_from_manifest, summary_json
     from vilt_edge.validate import validate as run_validation
 
     if limit is not None and limit < 1:

@@ -127,6 +127,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run every stage into `out`; returns what it did (also written to `out/pipeline.json`)."""
     from vilt_edge.compile import CompileOptions, compile_bundle
+    from vilt_edge.data import load_data
     from vilt_edge.devices import resolve_target
     from vilt_edge.model.export import export_bundle
     from vilt_edge.model.loading import load_model
@@ -134,7 +135,7 @@ def run_pipeline(
     from vilt_edge.report import write_report
     from vilt_edge.results import write_results
     from vilt_edge.runtime import ViltRuntime
-    from vilt_edge.validate import check_inputs, load_data, validate
+    from vilt_edge.validate import check_inputs, validate
 
     options.check()
     stage = stage or (lambda message: None)

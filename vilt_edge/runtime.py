@@ -185,10 +185,10 @@ class ViltRuntime:
         only, and run at most `batch_size` at a time.
         """
         top_k = _positive_int(top_k, "top_k")
-        logits = self.logits_batch(images, questions, batch_size=batch_size)
         started = time.perf_counter()
+        logits, preprocess_ms, model_ms = self._logits(images, questions, batch_size)
         answers = [self._answers(row, top_k) for row in logits]
-        self.last_latency_ms["total"] += (time.perf_counter() - started) * 1000
+        self._record_latency(started, preprocess_ms, model_ms)
         return answers
 
     def logits_batch(
@@ -203,6 +203,26 @@ class ViltRuntime:
         max-abs difference). Sets `last_latency_ms` like `ask_batch`.
         """
         started = time.perf_counter()
+        logits, preprocess_ms, model_ms = self._logits(images, questions, batch_size)
+        self._record_latency(started, preprocess_ms, model_ms)
+        return logits
+
+    def _record_latency(self, started: float, preprocess_ms: float, model_ms: float) -> None:
+        """The one place `last_latency_ms` is written: preprocessing, model, and in all."""
+        self.last_latency_ms = {
+            "preprocess": preprocess_ms,
+            "model": model_ms,
+            "total": (time.perf_counter() - started) * 1000,
+        }
+
+    def _logits(
+        self,
+        images: Sequence[ImageSource | Sequence[ImageSource]],
+        questions: Sequence[str],
+        batch_size: int,
+    ) -> tuple[np.ndarray, float, float]:
+        """(logits, preprocessing ms, model ms) for these examples."""
+        started = time.perf_counter()
         batch_size = _positive_int(batch_size, "batch_size")
         if isinstance(questions, str):
             raise InputError("ask_batch takes a list of questions; use ask for a single one")
@@ -211,14 +231,15 @@ class ViltRuntime:
             raise InputError(
                 f"got {len(images)} images and {len(questions)} questions; give one per example"
             )
-        # Questions first: an empty question fails before any image is decoded.
-        input_ids, attention_mask = self.tokenizer.encode(questions)
+        trim = self.runner.dynamic_text
+        # Questions first: an empty question fails before any image is decoded. A runner that
+        # takes shorter text gets the batch's longest question's length, not the bundle's.
+        input_ids, attention_mask = self.tokenizer.encode(questions, to_longest=trim)
         pixels = [self._pixels(image) for image in images]
         preprocess_ms = (time.perf_counter() - started) * 1000
 
         model_ms = 0.0
         outputs: np.ndarray | None = None
-        trim = self.runner.dynamic_text
         batch_size = min(batch_size, self.runner.max_batch or batch_size)
         for rows, feeds in self._batches(input_ids, attention_mask, pixels, batch_size, trim):
             output = self._run(feeds)
@@ -238,12 +259,7 @@ class ViltRuntime:
                     f"labels.json: lists {len(self.bundle.labels)} answers, but the pair head "
                     f"returns logits of shape {tuple(logits.shape)} for {len(images)} pair(s)"
                 )
-        self.last_latency_ms = {
-            "preprocess": preprocess_ms,
-            "model": model_ms,
-            "total": (time.perf_counter() - started) * 1000,
-        }
-        return logits.astype(np.float64)
+        return logits.astype(np.float64), preprocess_ms, model_ms
 
     def _batches(
         self,

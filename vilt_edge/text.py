@@ -36,19 +36,19 @@ class QuestionTokenizer:
                 f"beside {special} special tokens"
             )
         self.max_length = max_length
-        self.pad_id, pad_token = self._pad_token(tokenizer)
-        # Two configurations of one tokenizer: the untruncated one only counts word pieces so
-        # the warning can say how many were dropped.
-        self._untruncated = Tokenizer.from_str(tokenizer.to_str())
-        self._untruncated.no_truncation()
-        self._untruncated.no_padding()
-        self._fixed = Tokenizer.from_str(tokenizer.to_str())
-        self._fixed.enable_truncation(max_length)
+        self.pad_id, _ = self._pad_token(tokenizer)
+        # One configuration: every question is tokenized once, whole, so the warning can say
+        # how many word pieces were dropped; truncation and right padding are then applied to
+        # the ids here (what `enable_truncation` / `enable_padding` would do in a second pass:
+        # content cut from the end, the post-processor's special tokens kept around it).
         # Right padding, whatever tokenizer.json says: ViLT's text embeddings were trained so,
         # and transformers' BERT tokenizers pad on the right.
-        self._fixed.enable_padding(
-            direction="right", pad_id=self.pad_id, pad_token=pad_token, length=max_length
-        )
+        self._tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+        mask = self._tokenizer.encode("a").special_tokens_mask
+        self._leading = next((i for i, m in enumerate(mask) if not m), len(mask))
+        self._trailing = len(mask) - self._leading - sum(1 for m in mask if not m)
 
     @staticmethod
     def _pad_token(tokenizer: Tokenizer) -> tuple[int, str]:
@@ -72,10 +72,13 @@ class QuestionTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._fixed.get_vocab_size()
+        return self._tokenizer.get_vocab_size()
 
-    def encode(self, questions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`encode(["is it red?"])` -> (input_ids, attention_mask), both int64 (B, max_length).
+    def encode(
+        self, questions: list[str], to_longest: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`encode(["is it red?"])` -> (input_ids, attention_mask), both int64 (B, max_length);
+        with `to_longest`, (B, the longest question's length) instead.
 
         An empty question raises `InputError`; a long one is truncated with a
         `QuestionTruncatedWarning` that says how many word pieces were dropped.
@@ -93,7 +96,7 @@ class QuestionTokenizer:
                 np.zeros((0, self.max_length), dtype=np.int64),
                 np.zeros((0, self.max_length), dtype=np.int64),
             )
-        full = self._untruncated.encode_batch(list(questions))
+        full = self._tokenizer.encode_batch(list(questions))
         for index, encoding in enumerate(full):
             if all(encoding.special_tokens_mask):  # e.g. only control or zero-width characters
                 where = f" (item {index + 1} of {len(questions)})" if len(questions) > 1 else ""
@@ -107,7 +110,17 @@ class QuestionTokenizer:
                     QuestionTruncatedWarning,
                     stacklevel=2,
                 )
-        fixed = self._fixed.encode_batch(list(questions))
-        input_ids = np.array([encoding.ids for encoding in fixed], dtype=np.int64)
-        attention_mask = np.array([encoding.attention_mask for encoding in fixed], dtype=np.int64)
+        rows = [self._truncated(encoding.ids) for encoding in full]
+        width = self.max_length if not to_longest else max(len(row) for row in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for index, row in enumerate(rows):
+            input_ids[index, : len(row)] = row
+            attention_mask[index, : len(row)] = 1
         return input_ids, attention_mask
+
+    def _truncated(self, ids: list[int]) -> list[int]:
+        if len(ids) <= self.max_length:
+            return ids
+        keep = self.max_length - self._trailing
+        return ids[:keep] + (ids[-self._trailing :] if self._trailing else [])

@@ -1,6 +1,7 @@
 """Accuracy of a bundle on a data set, drift against a reference, and latency in the same run.
 
-    from vilt_edge.validate import load_data, validate
+    from vilt_edge.data import load_data
+    from vilt_edge.validate import validate
     from vilt_edge.runtime import ViltRuntime
 
     data = load_data("vqav2:../shared/data/vqav2-mini")   # or nlvr2:PATH, easy-vqa[:test|train]
@@ -11,155 +12,25 @@ Torch-free. Every example goes through the public runtime (`ViltRuntime.logits_b
 end-to-end figures include image decoding, preprocessing and tokenization exactly as an app runs
 them; model-only latency is the runner's own timing of the session call.
 
-Scores: VQAv2 uses the official VQA accuracy (`vilt_edge.metrics.vqa_score`, ten human answers);
+Scores (`vilt_edge.data.score`): VQAv2 uses the official VQA accuracy (ten human answers);
 easy-VQA has one answer per question, so it is exact match; NLVR2 is accuracy of True/False, and
 consistency over sentences that share an image set.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vilt_edge.datasets import (
-    NlvrExample,
-    VqaExample,
-    load_easy_vqa,
-    load_frames,
-    load_nlvr2,
-    load_vqav2,
-)
+from vilt_edge.data import DataSet, check_labeled, check_task, score
 from vilt_edge.devices.host import machine_description
 from vilt_edge.errors import DataError, InputError
 from vilt_edge.measure import deploy_peak_rss_mb, peak_rss_mb, percentiles, reset_peak_rss
-from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
 from vilt_edge.results import Results
-
-DATA_SPECS = "vqav2:DIR, nlvr2:PATH, frames:PATH or easy-vqa[:test|train]"
-
-
-@dataclass(frozen=True)
-class DataSet:
-    """Examples of one task, and the spec that names them in results and reports."""
-
-    name: str  # e.g. "easy-vqa:test", "vqav2:/data/vqav2-mini"
-    kind: str  # easy-vqa | vqav2 | nlvr2: decides how answers are scored
-    task: str  # vqa | nlvr2: which bundles can answer them
-    examples: list[VqaExample] | list[NlvrExample]
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def inputs(self, start: int = 0, stop: int | None = None) -> tuple[list, list[str]]:
-        """(images, questions) for `ViltRuntime.logits_batch`: a path, or a (left, right) pair."""
-        chunk = self.examples[start:stop]
-        if self.task == "nlvr2":
-            return [(e.left_image, e.right_image) for e in chunk], [e.sentence for e in chunk]
-        return [e.image_path for e in chunk], [e.question for e in chunk]
-
-    def limited(self, limit: int | None) -> DataSet:
-        if limit is None:
-            return self
-        if limit < 1:
-            raise InputError("--limit must be at least 1")
-        return DataSet(self.name, self.kind, self.task, self.examples[:limit])
-
-
-def load_data(
-    spec: str,
-    *,
-    questions: str | os.PathLike | None = None,
-    annotations: str | os.PathLike | None = None,
-    images: str | os.PathLike | None = None,
-) -> DataSet:
-    """`load_data("vqav2:data/vqav2")`, `load_data("nlvr2:dev.json")`, `load_data("easy-vqa")`.
-
-    For VQAv2 in another layout, `load_data("vqav2", questions=..., annotations=...,
-    images=...)` names the files (a directory given in the spec fills in what is not named).
-    """
-    kind, colon, argument = spec.partition(":")
-    kind = kind.strip().lower()
-    explicit = any(x is not None for x in (questions, annotations, images))
-    if explicit and kind != "vqav2":
-        raise InputError("--questions, --annotations and --images go with --data vqav2[:DIR]")
-    if kind == "easy-vqa":
-        split = argument or "test"
-        if split not in ("test", "train"):
-            raise InputError(f"easy-vqa has the splits test and train, not {split!r}")
-        return DataSet(f"easy-vqa:{split}", "easy-vqa", "vqa", load_easy_vqa(split))
-    if kind == "vqav2":
-        if not argument and not explicit:
-            raise InputError("vqav2 needs a directory (vqav2:DIR) or --questions/--annotations")
-        examples = load_vqav2(
-            argument or None, questions=questions, annotations=annotations, images=images
-        )
-        name = f"vqav2:{argument}" if argument else f"vqav2:{questions}"
-        return DataSet(name, "vqav2", "vqa", examples)
-    if kind == "nlvr2":
-        if not argument:
-            raise InputError("nlvr2 needs a path: nlvr2:PATH (a .jsonl file or its folder)")
-        return DataSet(f"nlvr2:{argument}", "nlvr2", "nlvr2", load_nlvr2(argument))
-    if kind == "frames":
-        if not argument:
-            raise InputError("frames needs a path: frames:PATH (a .jsonl of image and question)")
-        return DataSet(f"frames:{argument}", "frames", "vqa", load_frames(argument))
-    shown = spec if colon or len(spec) < 60 else spec[:57] + "..."
-    raise InputError(f"unknown data spec {shown!r}; use {DATA_SPECS}")
-
-
-def check_task(data: DataSet, task: str, what: str = "this bundle") -> None:
-    if data.task != task:
-        raise DataError(f"{data.name} is {data.task.upper()} data, but {what} is a {task} model")
-
-
-def check_labeled(data: DataSet) -> None:
-    """Validation scores answers, so every example needs its ground truth."""
-    if data.task == "nlvr2":
-        missing = [e.identifier for e in data.examples if e.label is None]
-    else:
-        missing = [e.question_id or e.question for e in data.examples if not e.answers]
-    if missing:
-        raise DataError(
-            f"{data.name}: {len(missing)} of {len(data)} examples have no label "
-            f"(first: {missing[0]}); validation needs labeled data"
-        )
-
-
-def score(data: DataSet, labels: Sequence[str], predicted: np.ndarray) -> dict[str, Any]:
-    """Per-example scores of top-1 label indices: accuracy, per type, consistency (NLVR2)."""
-    examples = data.examples
-    answers = [labels[int(i)] for i in predicted]
-    if data.task == "nlvr2":
-        truth = [bool(e.label) for e in examples]
-        says_true = [a.lower() == "true" for a in answers]
-        correct = [s == t for s, t in zip(says_true, truth, strict=True)]
-        scores = [float(c) for c in correct]
-        return {
-            "answers": answers,
-            "scores": scores,
-            "accuracy": float(np.mean(scores)),
-            "by_type": {},
-            "consistency": nlvr2_consistency([e.identifier for e in examples], correct),
-        }
-    if data.kind in ("vqav2", "frames"):
-        scores = [vqa_score(a, e.answers) for a, e in zip(answers, examples, strict=True)]
-    else:
-        scores = [float(a == e.answers[0]) for a, e in zip(answers, examples, strict=True)]
-    groups = [e.answer_type or "all" for e in examples]
-    by_type = accuracy_by_group(scores, groups) if any(e.answer_type for e in examples) else {}
-    return {
-        "answers": answers,
-        "scores": scores,
-        "accuracy": float(np.mean(scores)),
-        "by_type": by_type,
-        "consistency": None,
-    }
 
 
 def run_logits(
@@ -286,9 +157,9 @@ def validate(
             "reference": {
                 "bundle": str(reference.bundle.path),
                 "precision": reference.bundle.manifest.precision,
-                "accuracy": reference_scored["accuracy"],
+                "accuracy": reference_scored.accuracy,
             },
-            "accuracy_delta": round(100 * (scored["accuracy"] - reference_scored["accuracy"]), 4),
+            "accuracy_delta": round(100 * (scored.accuracy - reference_scored.accuracy), 4),
             **drift(logits, reference_logits),
         }
     predictions = []
@@ -298,8 +169,8 @@ def validate(
             predictions.append(
                 {
                     "id": ident or str(index),
-                    "answer": scored["answers"][index],
-                    "score": scored["scores"][index],
+                    "answer": scored.answers[index],
+                    "score": scored.scores[index],
                 }
             )
     runner = runtime.runner.describe()
@@ -332,9 +203,9 @@ def validate(
         data=data.name,
         task=data.task,
         n=len(data),
-        accuracy=scored["accuracy"],
-        accuracy_by_type=scored["by_type"],
-        consistency=scored["consistency"],
+        accuracy=scored.accuracy,
+        accuracy_by_type=scored.by_type,
+        consistency=scored.consistency,
         latency_ms=percentiles(model_ms),
         e2e_latency_ms=percentiles(e2e_ms),
         throughput=round(len(data) / seconds, 3),

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vilt_edge.bundle import Preprocessing
-from vilt_edge.validate import DataSet
+from vilt_edge.data import DataSet
 
 
 class _ImageCache:
@@ -84,7 +84,7 @@ class _Examples:
 def _soft_targets(data: DataSet, labels: list[str]) -> tuple[list, np.ndarray]:
     """Per example: NLVR2, 0/1; VQA, (label indices, soft scores), kept sparse (3,129 answers
     by hundreds of thousands of questions would not fit dense). Plus which examples have labels."""
-    from vilt_edge.metrics import normalize_answer, vqa_score
+    from vilt_edge.data.metrics import normalize_answer, vqa_score
 
     if data.task == "nlvr2":
         labeled = np.array([e.label is not None for e in data.examples])

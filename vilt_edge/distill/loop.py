@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vilt_edge.data import DataSet, score
 from vilt_edge.distill.checkpoints import (
     _atomic_torch_save,
     _tokenizer_files,
@@ -30,7 +31,6 @@ from vilt_edge.distill.losses import _align_tokens, _hidden_loss, _label_loss, _
 from vilt_edge.distill.options import SUMMARY_FILE, DistillOptions, DistillResult, Progress
 from vilt_edge.distill.setup import _Job, read_plan, set_up
 from vilt_edge.distill.workers import _barrier, _leave_process_group
-from vilt_edge.validate import DataSet, score
 
 
 def _logits(model, ids, mask, pixels):
@@ -107,7 +107,7 @@ def _evaluate_teacher(job: _Job) -> None:
             job.workers.device,
         )
         training.teacher_eval = {
-            "accuracy": None if teacher_scored is None else teacher_scored["accuracy"],
+            "accuracy": None if teacher_scored is None else teacher_scored.accuracy,
             "predicted": teacher_logits.argmax(-1),
         }
 
@@ -129,7 +129,7 @@ def _held_out_eval(job: _Job) -> dict[str, Any] | None:
     return {
         "step": training.step,
         "agreement": float(np.mean(logits.argmax(-1) == teacher_eval["predicted"])),
-        "accuracy": None if scored is None else scored["accuracy"],
+        "accuracy": None if scored is None else scored.accuracy,
         "teacher_accuracy": teacher_eval["accuracy"],
     }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vilt_edge.bundle import Preprocessing
+from vilt_edge.data import DataSet, check_task, load_data
 from vilt_edge.distill.checkpoints import _clear_student_files, fingerprint
 from vilt_edge.distill.data import _Examples, _ImageCache, _prepare, _split
 from vilt_edge.distill.options import (
@@ -26,7 +27,6 @@ from vilt_edge.distill.student import build_student
 from vilt_edge.distill.workers import _barrier, _device_and_bf16, _join_process_group
 from vilt_edge.errors import InputError
 from vilt_edge.outputs import write_file_atomically
-from vilt_edge.validate import DataSet, check_task, load_data
 
 
 @dataclass

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from vilt_edge.bundle import Preprocessing
-from vilt_edge.datasets import easy_vqa_answers, load_easy_vqa
+from vilt_edge.data import load_easy_vqa
+from vilt_edge.data.vqa import easy_vqa_answers
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vilt_edge.data import DataSet
 from vilt_edge.errors import DataError, InputError
-from vilt_edge.validate import DataSet
 
 MIN_CALIBRATION = 16
 

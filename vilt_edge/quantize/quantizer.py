@@ -33,6 +33,7 @@ from vilt_edge.bundle import (
     save_model,
     write_bundle,
 )
+from vilt_edge.data import DataSet, check_task, load_data, score
 from vilt_edge.devices.roofline import working_dir
 from vilt_edge.errors import BundleError, DataError, InputError, first_line
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
@@ -52,7 +53,6 @@ from vilt_edge.quantize.options import (
 )
 from vilt_edge.quantize.presets import Preset
 from vilt_edge.records import QuantizeRecord
-from vilt_edge.validate import DataSet, check_task, load_data, score
 
 
 def _ort_types(preset: Preset):
@@ -300,14 +300,14 @@ class Quantizer:
         )
         labels = self.runtime.labels
         reference_accuracy = (
-            score(held_out, labels, reference.argmax(1))["accuracy"] if labeled else 1.0
+            score(held_out, labels, reference.argmax(1)).accuracy if labeled else 1.0
         )
 
         def measure(model_path: Path) -> dict[str, float]:
             logits = _Session(model_path, self.options.threads, head).logits(feeds)
             agreement = float(np.mean(logits.argmax(1) == reference.argmax(1)))
             if labeled:
-                accuracy = score(held_out, labels, logits.argmax(1))["accuracy"]
+                accuracy = score(held_out, labels, logits.argmax(1)).accuracy
             else:  # no labels: the FP32 answers are the truth
                 accuracy = agreement
             return {

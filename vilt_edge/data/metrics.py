@@ -1,6 +1,6 @@
 """Official VQA and NLVR2 scores, torch-free.
 
-    from vilt_edge.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
+    from vilt_edge.data.metrics import accuracy_by_group, nlvr2_consistency, vqa_score
 
     score = vqa_score("Two", ["2", "2", "two", "3", "2", "2", "2", "2", "2", "2"])  # 1.0
     by_type = accuracy_by_group(scores, [example.answer_type for example in examples])
@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
 
-from vilt_edge.datasets import parse_nlvr2_identifier
+from vilt_edge.data.nlvr2 import parse_nlvr2_identifier
 from vilt_edge.errors import DataError
 
 # The official list. The apostrophe is not in it (contractions rely on it), nor is the period,
