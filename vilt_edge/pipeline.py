@@ -32,6 +32,7 @@ from vilt_edge.outputs import (
 from vilt_edge.records import PENDING_BUILD, READY
 
 if TYPE_CHECKING:
+    from vilt_edge.devices import Target
     from vilt_edge.report import ReportPaths
 
 DEFAULT_DATA = "easy-vqa:test"
@@ -119,6 +120,20 @@ class PipelineResult:
         return dict(self.data)
 
 
+@dataclass
+class _Run:
+    """What the stages of one pipeline run share."""
+
+    options: PipelineOptions
+    out: Path
+    target: Target
+    stage: Stage
+    advance: Advance
+    train_spec: str | None
+    train_size: int
+    summary: dict[str, Any]
+
+
 def run_pipeline(
     options: PipelineOptions,
     out: str | Path,
@@ -126,23 +141,20 @@ def run_pipeline(
     advance: Advance | None = None,
 ) -> PipelineResult:
     """Run every stage into `out`; returns what it did (also written to `out/pipeline.json`)."""
-    from vilt_edge.compile import CompileOptions, compile_bundle
+    # What the later stages import, now: a missing extra fails before the long stages.
+    from vilt_edge.compile import compile_bundle  # noqa: F401
     from vilt_edge.data import load_data
     from vilt_edge.devices import resolve_target
     from vilt_edge.model.export import export_bundle
     from vilt_edge.model.loading import load_model
-    from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+    from vilt_edge.quantize import quantize_bundle  # noqa: F401
     from vilt_edge.report import write_report
-    from vilt_edge.results import write_results
-    from vilt_edge.runtime import ViltRuntime
-    from vilt_edge.validate import check_inputs, validate
 
     options.check()
     stage = stage or (lambda message: None)
     advance = advance or (lambda label, done, total: None)
     out = Path(out)
     target = resolve_target(options.target)
-    profile = target.profile
     is_default = options.model == "default"
     data_spec = options.data or (DEFAULT_DATA if is_default else None)
     train_spec = options.train or (DEFAULT_TRAIN if is_default else None)
@@ -158,69 +170,111 @@ def run_pipeline(
     data = load_data(data_spec).limited(options.limit)
     train_size = len(load_data(train_spec)) if train_spec else 0
     _prepare_out(out, options.overwrite, inputs)
-    summary: dict[str, Any] = {"options": asdict(options), "target": profile.name, "stages": []}
+    summary: dict[str, Any] = {"options": asdict(options), "target": target.name, "stages": []}
     write_file_atomically(out / MARKER, json.dumps(summary, indent=2) + "\n")
+    run = _Run(options, out, target, stage, advance, train_spec, train_size, summary)
 
     stage("exporting the teacher")
     models = {"teacher": export_bundle(teacher, out / "teacher-fp32").path}
-    layers_total = teacher.config.num_hidden_layers
     if options.distill:
-        from vilt_edge.distill import DEFAULT_EPOCHS, DEFAULT_LR, DistillOptions
-        from vilt_edge.distill import distill as run_distill
+        models["student"] = _distill_student(run, teacher.config.num_hidden_layers)
+    variants = _quantize(run, models)
+    runnable = _compile(run, variants)
+    paths, rows = _validate(run, runnable, models["teacher"], data)
+    stage("writing the report")
+    report = write_report(paths, out / "report")
+    summary.update(
+        rows=rows,
+        report={"html": str(report.html), "markdown": str(report.markdown), "png": str(report.png)},
+        data=data.name,
+        n=len(data),
+    )
+    write_file_atomically(out / MARKER, json.dumps(summary, indent=2) + "\n")
+    return PipelineResult(
+        target=target.name,
+        report=report,
+        rows=tuple(rows),
+        distill_setting=summary.get("distill_setting"),
+        note=summary.get("note"),
+        data=summary,
+    )
 
-        layers = options.layers or max(1, round(layers_total / 3))
-        if layers >= layers_total:
-            raise InputError(f"--layers must be below the teacher's {layers_total}")
-        setting = (
-            f"{layers_total} layers into {layers}, {options.epochs:g} epochs at a peak learning "
-            f"rate of {options.lr:g}: the pipeline's faster setting (`vilt-edge distill` "
-            f"defaults to {DEFAULT_EPOCHS:g} epochs at {DEFAULT_LR:g}, the recipe measured "
-            "within a point of the teacher)"
-        )
-        summary["distill_setting"] = setting
-        stage(f"distilling {setting}")
-        distill_options = DistillOptions(
-            layers=layers, data=train_spec, epochs=options.epochs, lr=options.lr,
-            threads=options.threads, eval_size=max(1, min(200, train_size // 10)),
-        )  # fmt: skip
-        distilled = run_distill(
-            options.model,
-            out / "student",
-            distill_options,
-            on_progress=lambda p: advance("distill", p.step, p.total),
-        )
-        summary["distill"] = {k: v for k, v in distilled.summary.items() if k != "history"}
-        stage("exporting the student")
-        models["student"] = export_bundle(out / "student", out / "student-fp32").path
 
-    precisions = [p for p in ("int8", "fp16") if p in profile.precisions]
+def _distill_student(run: _Run, layers_total: int) -> Path:
+    """The student, distilled from the teacher and exported; returns its FP32 bundle."""
+    from vilt_edge.distill import DEFAULT_EPOCHS, DEFAULT_LR, DistillOptions
+    from vilt_edge.distill import distill as run_distill
+    from vilt_edge.model.export import export_bundle
+
+    options, out = run.options, run.out
+    layers = options.layers or max(1, round(layers_total / 3))
+    if layers >= layers_total:
+        raise InputError(f"--layers must be below the teacher's {layers_total}")
+    setting = (
+        f"{layers_total} layers into {layers}, {options.epochs:g} epochs at a peak learning "
+        f"rate of {options.lr:g}: the pipeline's faster setting (`vilt-edge distill` "
+        f"defaults to {DEFAULT_EPOCHS:g} epochs at {DEFAULT_LR:g}, the recipe measured "
+        "within a point of the teacher)"
+    )
+    run.summary["distill_setting"] = setting
+    run.stage(f"distilling {setting}")
+    distill_options = DistillOptions(
+        layers=layers, data=run.train_spec, epochs=options.epochs, lr=options.lr,
+        threads=options.threads, eval_size=max(1, min(200, run.train_size // 10)),
+    )  # fmt: skip
+    distilled = run_distill(
+        options.model,
+        out / "student",
+        distill_options,
+        on_progress=lambda p: run.advance("distill", p.step, p.total),
+    )
+    run.summary["distill"] = {k: v for k, v in distilled.summary.items() if k != "history"}
+    run.stage("exporting the student")
+    return export_bundle(out / "student", out / "student-fp32").path
+
+
+def _quantize(run: _Run, models: dict[str, Path]) -> dict[str, Path]:
+    """Every model at FP32 and at each precision the target runs faster (INT8 with the
+    target's preset; FP16 on GPUs): variant name -> bundle."""
+    from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+
+    options, target = run.options, run.target
+    precisions = [p for p in ("int8", "fp16") if p in target.profile.precisions]
     variants: dict[str, Path] = {}
     for name, fp32 in models.items():
         variants[f"{name}-fp32"] = fp32
         for precision in precisions:
             if precision == "fp16" and target.is_cpu:
                 continue  # CPUs here run FP16 at FP32 speed (measured); INT8 is the CPU win
-            stage(f"quantizing the {name} to {precision.upper()}")
-            size = min(options.calib_size, max(16, train_size // 2))
-            calib = dict(calib=train_spec, calib_size=size) if train_spec else {}
+            run.stage(f"quantizing the {name} to {precision.upper()}")
+            size = min(options.calib_size, max(16, run.train_size // 2))
+            calib = dict(calib=run.train_spec, calib_size=size) if run.train_spec else {}
             quantized = quantize_bundle(
                 fp32,
-                out / f"{name}-{precision}",
+                run.out / f"{name}-{precision}",
                 QuantizeOptions(
-                    precision=precision, target=profile.name, threads=options.threads, **calib
+                    precision=precision, target=target.name, threads=options.threads, **calib
                 ),  # fmt: skip
-                on_progress=lambda label, done, total: advance(label, done, total),
+                on_progress=lambda label, done, total: run.advance(label, done, total),
             )
             variants[f"{name}-{precision}"] = quantized.bundle.path
+    return variants
 
+
+def _compile(run: _Run, variants: dict[str, Path]) -> dict[str, Path]:
+    """Each variant compiled for the target: variant name -> the bundle that runs here (the
+    compiled one, or its source where the target's runtime cannot run on this machine)."""
+    from vilt_edge.compile import CompileOptions, compile_bundle
+
+    target = run.target
     compiled: dict[str, dict[str, Any]] = {}
     runnable: dict[str, Path] = {}
     for name, path in variants.items():
-        stage(f"compiling {name} for {profile.name}")
+        run.stage(f"compiling {name} for {target.name}")
         bundle = compile_bundle(
             path,
-            out / f"{name}-{profile.name}",
-            CompileOptions(target=profile.name, threads=options.threads),
+            run.out / f"{name}-{target.name}",
+            CompileOptions(target=target.name, threads=run.options.threads),
         ).bundle
         record = bundle.manifest.compile_record
         state = record.state if record is not None else None
@@ -229,27 +283,36 @@ def run_pipeline(
         # device, and is validated as its uncompiled source meanwhile).
         ready = state != PENDING_BUILD and bundle.manifest.runtime == "onnxruntime"
         runnable[name] = bundle.path if ready else path
-    summary["compiled"] = compiled
+    run.summary["compiled"] = compiled
     if any(runnable[n] == variants[n] for n in variants):
-        summary["note"] = (
-            f"{profile.name}'s runtime does not run here: variants were validated as their "
+        run.summary["note"] = (
+            f"{target.name}'s runtime does not run here: variants were validated as their "
             "uncompiled bundles on this machine (accuracy holds; latency is this machine's); "
             "build the engines on the device with each compiled bundle's BUILD.md"
         )
+    return runnable
 
-    reference = ViltRuntime.load(models["teacher"], threads=options.threads)
+
+def _validate(run: _Run, runnable: dict[str, Path], teacher: Path, data) -> tuple[list, list]:
+    """Each variant validated against the FP32 teacher: (results files, table rows)."""
+    from vilt_edge.results import write_results
+    from vilt_edge.runtime import ViltRuntime
+    from vilt_edge.validate import check_inputs, validate
+
+    threads = run.options.threads
+    reference = ViltRuntime.load(teacher, threads=threads)
     check_inputs(reference, data)
-    results_dir = out / "results"
+    results_dir = run.out / "results"
     results_dir.mkdir()
     paths = []
     rows = []
     for name, path in runnable.items():
-        stage(f"validating {name} on {data.name} ({len(data)} examples)")
-        runtime = ViltRuntime.load(path, threads=options.threads)
+        run.stage(f"validating {name} on {data.name} ({len(data)} examples)")
+        runtime = ViltRuntime.load(path, threads=threads)
 
         def progress(count: int, label: str = name, done: list[int] = [0]) -> None:  # noqa: B006
             done[0] += count  # one counter per variant: the default is made per definition
-            advance(f"validate {label}", done[0], 2 * len(data))
+            run.advance(f"validate {label}", done[0], 2 * len(data))
 
         results = validate(
             runtime,
@@ -270,20 +333,4 @@ def run_pipeline(
                 "size_mb": results.variant.get("size_mb"),
             }
         )
-    stage("writing the report")
-    report = write_report(paths, out / "report")
-    summary.update(
-        rows=rows,
-        report={"html": str(report.html), "markdown": str(report.markdown), "png": str(report.png)},
-        data=data.name,
-        n=len(data),
-    )
-    write_file_atomically(out / MARKER, json.dumps(summary, indent=2) + "\n")
-    return PipelineResult(
-        target=profile.name,
-        report=report,
-        rows=tuple(rows),
-        distill_setting=summary.get("distill_setting"),
-        note=summary.get("note"),
-        data=summary,
-    )
+    return paths, rows

@@ -34,6 +34,7 @@ from typing import Any
 
 from vilt_edge.errors import BundleError, InputError, first_line
 from vilt_edge.outputs import write_file_atomically
+from vilt_edge.records import PRECISIONS
 from vilt_edge.runtimes.tensorrt import (
     cuda_device_count,
     cudart_module,
@@ -51,7 +52,6 @@ __all__ = [
     "trtexec_command",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MIB = 1 << 20
 
 Shape = tuple[int, ...]

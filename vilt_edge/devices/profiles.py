@@ -18,6 +18,7 @@ from typing import Any
 
 from vilt_edge.errors import InputError
 from vilt_edge.quantize.presets import PRESETS
+from vilt_edge.records import PRECISIONS as BUNDLE_PRECISIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,8 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 EXTRA_DIRS_ENV = "VILT_EDGE_DEVICES"
 KINDS = ("cpu", "gpu")
 RUNTIMES = ("tensorrt", "onnxruntime", "torch-cuda")
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")  # what a device computes in (FP8: Hopper)
+# What a device computes in: a bundle's precisions, and FP8 (Hopper).
+PRECISIONS = (*BUNDLE_PRECISIONS, "fp8")
 MODEL_FORMATS = ("onnx", "ort")
 
 
