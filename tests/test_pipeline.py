@@ -39,7 +39,7 @@ def test_pipeline_runs_every_stage(teacher, frames, tmp_path):
     options = PipelineOptions(model=str(teacher), target="x86-avx512-vnni", data="easy-vqa:test",
                               train=f"frames:{frames}", epochs=1, limit=12, threads=1,
                               calib_size=16)  # fmt: skip
-    summary = run_pipeline(options, out, stage=stages.append)
+    summary = run_pipeline(options, out, stage=stages.append).to_json()
     names = [row["variant"] for row in summary["rows"]]
     assert names == ["teacher-fp32", "teacher-int8", "student-fp32", "student-int8"]
     assert summary["distill"]["student_layers"] == 1 and summary["n"] == 12
@@ -63,7 +63,7 @@ def test_pipeline_for_a_jetson_without_tensorrt(teacher, frames, tmp_path):
     options = PipelineOptions(model=str(teacher), target="jetson-orin-nano", data="easy-vqa:test",
                               train=f"frames:{frames}", distill=False, limit=8, threads=1,
                               calib_size=16)  # fmt: skip
-    summary = run_pipeline(options, tmp_path / "orin")
+    summary = run_pipeline(options, tmp_path / "orin").to_json()
     names = [row["variant"] for row in summary["rows"]]
     assert names == ["teacher-fp32", "teacher-int8", "teacher-fp16"]
     assert all(c["state"] == "pending-build" for c in summary["compiled"].values())
