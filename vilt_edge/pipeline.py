@@ -274,7 +274,8 @@ def _compile(run: _Run, variants: dict[str, Path]) -> dict[str, Path]:
         bundle = compile_bundle(
             path,
             run.out / f"{name}-{target.name}",
-            CompileOptions(target=target.name, threads=run.options.threads),
+            # As the user named it: `cpu` compiles for this machine's own cores.
+            CompileOptions(target=target.requested, threads=run.options.threads),
         ).bundle
         record = bundle.manifest.compile_record
         state = record.state if record is not None else None

@@ -108,6 +108,14 @@ def _read(path: str) -> str:
         return ""
 
 
+def host_cores() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def host_cpu_flags() -> set[str]:
     """This CPU's ISA flags (x86 lists them under "flags", Arm under "Features")."""
     return set((_cpuinfo_value(_read_cpuinfo(), "flags", "Features") or "").split())

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vilt_edge.devices.host import detect_host
+from vilt_edge.devices.host import detect_host, host_cores
 from vilt_edge.devices.profiles import DeviceProfile, load_profiles
 from vilt_edge.errors import InputError
 from vilt_edge.quantize.presets import PRESETS, Preset
@@ -67,10 +67,18 @@ class Target:
         """The compiled model's file name for a CPU target."""
         return f"model.{self.profile.model_format}"
 
+    @property
+    def is_host(self) -> bool:
+        """Named `cpu`: this machine's own CPU, not a device of the same family elsewhere."""
+        return self.requested.strip().lower() == HOST_CPU
+
     def session_settings(self, threads: int | None) -> dict[str, Any]:
-        """ONNX Runtime session settings a compiled CPU bundle records for its runtime."""
+        """ONNX Runtime session settings a compiled CPU bundle records for its runtime: one
+        thread per core of the device (of this machine, for `cpu`: the profile's reference
+        device may have more cores, and more threads than cores is 2-3x slower, measured)."""
+        cores = host_cores() if self.is_host else self.profile.cores
         return {
-            "intra_op_num_threads": threads or self.profile.cores,
+            "intra_op_num_threads": threads or cores,
             # Small devices keep memory for the app: no arena that holds on to peak usage.
             "enable_cpu_mem_arena": self.profile.memory_gb >= 8,
             # No per-shape activation plan: less peak memory at the same latency.
