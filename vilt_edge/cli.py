@@ -19,7 +19,7 @@ from vilt_edge import cli_render as render
 from vilt_edge.cli_common import (
     AsJson,
     Overwrite,
-    Remote,
+    RemoteHost,
     RemotePython,
     SshConfig,
     Threads,
@@ -110,7 +110,7 @@ def validate(
     out: Annotated[
         Path | None, typer.Option(help="Write the full results (for `vilt-edge report`).")
     ] = None,
-    remote: Remote = None,
+    remote: RemoteHost = None,
     python: RemotePython = "python3",
     ssh_config: SshConfig = None,
 ) -> None:
@@ -201,7 +201,7 @@ def bench(
     threads: Threads = None,
     runs: Annotated[int, typer.Option(help="Timed runs after 5 warm-up runs.")] = 50,
     as_json: AsJson = False,
-    remote: Remote = None,
+    remote: RemoteHost = None,
     python: RemotePython = "python3",
     ssh_config: SshConfig = None,
 ) -> None:

@@ -15,7 +15,7 @@ from vilt_edge.errors import ViltEdgeError
 Threads = Annotated[int | None, typer.Option(help="Inference threads.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing bundle.")]
-Remote = Annotated[
+RemoteHost = Annotated[
     str | None, typer.Option(help="[user@]host: run there over ssh, bring the results back.")
 ]
 RemotePython = Annotated[

@@ -258,15 +258,21 @@ def write_file_atomically(
     return size
 
 
+def _new_staging(final: Path) -> Path:
+    """An empty hidden sibling of `final` (same file system, so the last move is a rename)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_name(final, "partial")
+    staging.mkdir()
+    return staging
+
+
 @contextmanager
 def staged_directory(final: Path, check: Callable[[], None] | None = None) -> Iterator[Path]:
     """Yield an empty sibling of `final` to fill; when the block succeeds, `check()` (that what
     appeared at `final` meanwhile may still be replaced) and swap it into place
     (`swap_directories`). On any failure the staging folder is removed and `final` untouched."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_name(final, "partial")
-    staging.mkdir()
+    staging = _new_staging(final)
     try:
         yield staging
         if check is not None:
@@ -284,9 +290,7 @@ def staged_files(out: Path, last: str) -> Iterator[Path]:
     a model's config.json) removed first and moved in last, so an interrupted write never leaves
     a folder that reads as complete with half its files."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_name(out, "partial")
-    staging.mkdir()
+    staging = _new_staging(out)
     try:
         yield staging
         out.mkdir(exist_ok=True)
