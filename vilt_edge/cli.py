@@ -369,7 +369,9 @@ def report(
 def quantize(
     bundle: Annotated[str, typer.Argument(help="FP32 bundle directory, or 'default'.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
-    precision: Annotated[str, typer.Option(help="int8 or fp16.")] = "int8",
+    precision: Annotated[
+        str, typer.Option(help="int8, fp16 or bf16 (BF16: CPUs with AMX-BF16 or AVX512-BF16).")
+    ] = "int8",
     mode: Annotated[str, typer.Option(help="INT8 mode: static (Q/DQ) or dynamic.")] = "static",
     calib: Annotated[
         str | None,
@@ -390,7 +392,7 @@ def quantize(
     overwrite: Overwrite = False,
     as_json: AsJson = False,
 ) -> None:
-    """Quantize an FP32 bundle to INT8 (static or dynamic) or FP16, as a new bundle."""
+    """Quantize an FP32 bundle to INT8 (static or dynamic), FP16 or BF16, as a new bundle."""
     try:
         from vilt_edge.quantize import QuantizeOptions, quantize_bundle
     except ImportError as error:

@@ -20,9 +20,11 @@ from typing import Any
 from vilt_edge.errors import BundleError
 
 TASKS = ("vqa", "nlvr2")
-# What a bundle's model computes in; `vilt-edge quantize` writes the two after fp32.
-PRECISIONS = ("fp32", "fp16", "int8")
-QUANTIZED_PRECISIONS = ("int8", "fp16")
+# What a bundle's model computes in; `vilt-edge quantize` writes the ones after fp32. A bf16
+# bundle is the FP32 graph run at BF16 inference precision (OpenVINO, on AMX-BF16 or
+# AVX512-BF16 CPUs): its manifest says so, its weights stay FP32.
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+QUANTIZED_PRECISIONS = ("int8", "fp16", "bf16")
 INT8_MODES = ("static", "dynamic")  # INT8 calibration mode; None for float variants
 
 # The states of a compiled bundle's model (CompileRecord.state, RuntimeSettings.state).

@@ -195,6 +195,7 @@ def validate(
         threads,
         text_length=text_length,
         images=bundle.manifest.num_images,
+        precision=bundle.manifest.precision,
     )
     if floor is not None:
         floor["text_length"] = text_length

@@ -1,8 +1,12 @@
 """CPU targets: ONNX Runtime's offline graph optimization, saved in the target's model format,
-with the session settings its profile gives (`Target.session_settings`)."""
+with the session settings its profile gives (`Target.session_settings`). Targets that run on
+OpenVINO (x86-amx through ONNX Runtime's OpenVINO provider; BF16 bundles) keep the standard
+ONNX graph as it is: ONNX Runtime's fused contrib ops would fall back to its CPU provider, and
+OpenVINO compiles the graph for the CPU at load (into its model cache)."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +19,41 @@ from vilt_edge.devices import Target
 from vilt_edge.errors import BundleError, InputError, first_line
 
 
+def _openvino_files(
+    bundle: Bundle, target: Target, options: CompileOptions, staging: Path
+) -> dict[str, Any]:
+    import onnxruntime
+
+    precision = bundle.manifest.precision
+    quantized = bundle.manifest.quantize_record
+    if precision == "int8" and quantized is not None and quantized.mode == "dynamic":
+        raise InputError(
+            f"{target.name} runs INT8 on OpenVINO, which does not run dynamic INT8's ONNX Runtime "
+            f"ops; quantize the FP32 source with --mode static --target {target.name}"
+        )
+    model_file = bundle.manifest.model_file
+    shutil.copyfile(bundle.model_path, staging / model_file)
+    weights = bundle.model_path.with_name(external_data_file(model_file))
+    if weights.is_file():
+        shutil.copyfile(weights, staging / weights.name)
+    runtime = target.runtime_for(precision)
+    return {
+        "model_file": model_file,
+        "format": "onnx",
+        "optimization": "none offline: OpenVINO compiles the graph at load, into its model cache",
+        "runtime": runtime,
+        "onnxruntime": onnxruntime.__version__,
+        "runtime_settings": target.session_settings(options.threads, precision),
+    }
+
+
 def _cpu_files(
     bundle: Bundle, target: Target, options: CompileOptions, staging: Path
 ) -> dict[str, Any]:
     import onnxruntime
 
+    if target.on_openvino or target.runtime_for(bundle.manifest.precision) == "openvino":
+        return _openvino_files(bundle, target, options, staging)
     model_file = target.model_file
     session = onnxruntime.SessionOptions()
     session.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -49,7 +83,8 @@ def _cpu_files(
         "format": "ort" if model_file.endswith(".ort") else "onnx",
         "optimization": "onnxruntime extended graph optimizations, offline",
         "onnxruntime": onnxruntime.__version__,
-        "runtime_settings": target.session_settings(options.threads),
+        "runtime": target.runtime,
+        "runtime_settings": target.session_settings(options.threads, bundle.manifest.precision),
     }
 
 
@@ -67,7 +102,10 @@ def compile_for_cpu(
         return None, summary
     if out is None:
         raise InputError("--out is required unless --check")
-    status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")
+    if target.on_openvino or target.runtime_for(bundle.manifest.precision) == "openvino":
+        status(f"preparing the graph for {target.name} (OpenVINO compiles it at load)")
+    else:
+        status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")
     with tempfile.TemporaryDirectory(prefix="vilt-edge-compile-") as temp:
         work = Path(temp)
         record = _cpu_files(bundle, target, options, work)

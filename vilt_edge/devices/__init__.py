@@ -13,10 +13,12 @@ Adding a device is adding a file.
 """
 
 from vilt_edge.devices.host import (
+    amx_tiles_granted,
     describe_machine,
     detect_host,
     host_cpu_flags,
     machine_description,
+    usable_cpu_flags,
 )
 from vilt_edge.devices.profiles import (
     PRECISIONS,
@@ -31,6 +33,7 @@ __all__ = [
     "PRECISIONS",
     "PROFILE_DIR",
     "DeviceProfile",
+    "amx_tiles_granted",
     "Target",
     "describe_machine",
     "detect_host",
@@ -40,4 +43,5 @@ __all__ = [
     "machine_description",
     "resolve_target",
     "target_names",
+    "usable_cpu_flags",
 ]

@@ -7,10 +7,13 @@ otherwise the CPU profile whose ISA flags the host has (the most capable first).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import shutil
 import subprocess
+import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,16 @@ from vilt_edge.devices.profiles import DeviceProfile, load_profiles
 # Instruction sets that decide which kernels a runtime can use (VNNI/AMX for INT8 on x86,
 # dot-product and i8mm for INT8 on Arm), so a reader can tell why two machines' latencies differ.
 ISA_OF_INTEREST = (
-    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
-    "amx_int8", "neon", "asimd", "asimddp", "i8mm",
+    "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+    "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "asimddp", "i8mm",
 )  # fmt: skip
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+# Linux lets a process use AMX's tile data only after it asks (arch_prctl, kernel 5.16+): the
+# same request ONNX Runtime's MLAS makes before it picks its AMX kernels. Without the grant the
+# flags are set but an AMX instruction faults, so runtimes use their AVX-512 kernels instead.
+_SYS_ARCH_PRCTL = 158  # x86_64
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
 
 
 def machine_description() -> dict[str, Any]:
@@ -35,12 +45,15 @@ def machine_description() -> dict[str, Any]:
     cpu = cpu or platform.processor() or platform.machine() or "unknown CPU"
     # x86 lists its extensions under "flags", Arm under "Features".
     flags = set((_cpuinfo_value(cpuinfo, "flags", "Features") or "").split())
-    return {
+    description = {
         "cpu": " ".join(cpu.split()),  # some kernels pad the model name with runs of spaces
         "cores": os.cpu_count() or 1,
         "isa": [flag for flag in ISA_OF_INTEREST if flag in flags],
         "gpu": _gpu_names(),
     }
+    if flags & AMX_FLAGS:
+        description["amx_tiles_granted"] = amx_tiles_granted()
+    return description
 
 
 def describe_machine(machine: dict[str, Any]) -> str:
@@ -48,6 +61,8 @@ def describe_machine(machine: dict[str, Any]) -> str:
     text = f"{machine['cpu']}, {machine['cores']} cores"
     if machine["isa"]:
         text += f" ({', '.join(machine['isa'])})"
+    if machine.get("amx_tiles_granted") is False:
+        text += ", AMX tiles not granted by the kernel"
     if machine.get("gpu"):
         text += f", GPU: {machine['gpu']}"
     return text
@@ -121,15 +136,47 @@ def host_cpu_flags() -> set[str]:
     return set((_cpuinfo_value(_read_cpuinfo(), "flags", "Features") or "").split())
 
 
+def _request_tile_data() -> bool:
+    """arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0: the one system call this
+    module makes, so tests can patch it. The grant lasts for this process, as MLAS's does."""
+    if sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@cache
+def amx_tiles_granted() -> bool:
+    """True where the CPU has AMX and the kernel lets this process use its tile data."""
+    return bool(host_cpu_flags() & AMX_FLAGS) and _request_tile_data()
+
+
+def usable_cpu_flags(flags: set[str] | None = None, tiles_granted: bool | None = None) -> set[str]:
+    """The ISA flags a runtime can use here: the AMX flags count only where the kernel grants
+    tile data (arguments override what is read, for tests)."""
+    flags = host_cpu_flags() if flags is None else set(flags)
+    if flags & AMX_FLAGS:
+        granted = amx_tiles_granted() if tiles_granted is None else tiles_granted
+        if not granted:
+            flags -= AMX_FLAGS
+    return flags
+
+
 def detect_host(
     device_tree_model: str | None = None,
     cpu_flags: set[str] | None = None,
     machine: str | None = None,
     has_nvidia_gpu: bool | None = None,
+    amx_tiles: bool | None = None,
 ) -> DeviceProfile | None:
     """The profile of the machine this runs on (arguments override what is read, for tests).
 
-    None where nothing matches (e.g. an x86 CPU without AVX2).
+    A CPU profile matches when the host has all its ISA flags; AMX flags count only where the
+    kernel grants tile data (`usable_cpu_flags`). None where nothing matches (e.g. an x86 CPU
+    without AVX2).
     """
     profiles = load_profiles()
     if device_tree_model is None:
@@ -141,7 +188,7 @@ def detect_host(
         has_nvidia_gpu = os.path.isdir("/proc/driver/nvidia/gpus") or _gpu_names() is not None
     if has_nvidia_gpu and "cuda-gpu" in profiles:
         return profiles["cuda-gpu"]
-    flags = host_cpu_flags() if cpu_flags is None else cpu_flags
+    flags = usable_cpu_flags(cpu_flags, amx_tiles)
     machine = (machine or platform.machine()).lower()
     arm = machine in ("aarch64", "arm64")
     cpus = [p for p in profiles.values() if p.kind == "cpu" and (p.name.startswith("arm") == arm)]

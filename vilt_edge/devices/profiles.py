@@ -30,7 +30,9 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 # (a file of the same name replaces a shipped profile).
 EXTRA_DIRS_ENV = "VILT_EDGE_DEVICES"
 KINDS = ("cpu", "gpu")
-RUNTIMES = ("tensorrt", "onnxruntime", "torch-cuda")
+RUNTIMES = ("tensorrt", "onnxruntime", "openvino", "torch-cuda")
+# ONNX Runtime's providers a CPU profile may name first (the one its compiled bundles use).
+CPU_PROVIDERS = ("CPUExecutionProvider", "OpenVINOExecutionProvider")
 # What a device computes in: a bundle's precisions, and FP8 (Hopper).
 PRECISIONS = (*BUNDLE_PRECISIONS, "fp8")
 MODEL_FORMATS = ("onnx", "ort")
@@ -62,6 +64,7 @@ class DeviceProfile:
     quantize_preset: str  # a name in vilt_edge.quantize.presets.PRESETS
     model_format: str  # CPU runtimes: the compiled model's file format (onnx | ort)
     dla_int8_tops: float = 0.0
+    peak_bf16_tflops: float = 0.0  # dense BF16 (AMX-BF16, AVX512-BF16); 0: none
 
     @property
     def is_jetson(self) -> bool:
@@ -74,6 +77,8 @@ class DeviceProfile:
             return self.peak_int8_tops * 1e12
         if precision in ("fp16", "fp8") and self.peak_fp16_tflops > 0:
             return self.peak_fp16_tflops * 1e12
+        if precision == "bf16" and self.peak_bf16_tflops > 0:
+            return self.peak_bf16_tflops * 1e12
         return self.peak_fp32_tflops * 1e12
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +109,15 @@ def _parse(path: Path) -> DeviceProfile:
         raise InputError(f"device profile {path.name}: bad precisions or runtimes")
     if len(profile.jetpack) != len(profile.tensorrt) and profile.jetpack:
         raise InputError(f"device profile {path.name}: one TensorRT version per JetPack release")
+    if (
+        profile.kind == "cpu"
+        and profile.onnxruntime_providers[:1]
+        and (profile.onnxruntime_providers[0] not in CPU_PROVIDERS)
+    ):
+        raise InputError(
+            f"device profile {path.name}: onnxruntime_providers must start with one of "
+            f"{', '.join(CPU_PROVIDERS)}"
+        )
     if profile.model_format not in MODEL_FORMATS:
         raise InputError(f"device profile {path.name}: model_format must be one of {MODEL_FORMATS}")
     if profile.quantize_preset not in PRESETS:

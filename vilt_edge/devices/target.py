@@ -49,6 +49,25 @@ class Target:
         return self.profile.runtime
 
     @property
+    def execution_provider(self) -> str:
+        """ONNX Runtime's provider this CPU target's bundles run on: "openvino" where the
+        profile names OpenVINO's first (x86-amx), else "cpu"."""
+        first = self.profile.onnxruntime_providers[:1]
+        return "openvino" if first == ("OpenVINOExecutionProvider",) else "cpu"
+
+    def runtime_for(self, precision: str) -> str:
+        """The runtime a compiled bundle of `precision` names: the profile's, except BF16 on a
+        target whose ONNX Runtime provider is its CPU one (which has no BF16 on x86): OpenVINO."""
+        if precision == "bf16" and self.runtime == "onnxruntime" and not self.on_openvino:
+            return "openvino"
+        return self.runtime
+
+    @property
+    def on_openvino(self) -> bool:
+        """Whether this target's bundles run on OpenVINO (directly, or as ORT's provider)."""
+        return self.runtime == "openvino" or self.execution_provider == "openvino"
+
+    @property
     def quantize_preset(self) -> str:
         return self.profile.quantize_preset
 
@@ -72,18 +91,29 @@ class Target:
         """Named `cpu`: this machine's own CPU, not a device of the same family elsewhere."""
         return self.requested.strip().lower() == HOST_CPU
 
-    def session_settings(self, threads: int | None) -> dict[str, Any]:
-        """ONNX Runtime session settings a compiled CPU bundle records for its runtime: one
-        thread per core of the device (of this machine, for `cpu`: the profile's reference
-        device may have more cores, and more threads than cores is 2-3x slower, measured)."""
+    def session_settings(self, threads: int | None, precision: str = "fp32") -> dict[str, Any]:
+        """Session settings a compiled CPU bundle records for its runtime: one thread per core
+        of the device (of this machine, for `cpu`: the profile's reference device may have more
+        cores, and more threads than cores is 2-3x slower, measured); on OpenVINO, the
+        precision it computes float parts in."""
         cores = host_cores() if self.is_host else self.profile.cores
-        return {
+        settings: dict[str, Any] = {
             "intra_op_num_threads": threads or cores,
             # Small devices keep memory for the app: no arena that holds on to peak usage.
             "enable_cpu_mem_arena": self.profile.memory_gb >= 8,
             # No per-shape activation plan: less peak memory at the same latency.
             "enable_mem_pattern": False,
         }
+        if self.runtime_for(precision) == "onnxruntime" and self.execution_provider != "cpu":
+            settings["execution_provider"] = self.execution_provider
+        if self.on_openvino or self.runtime_for(precision) == "openvino":
+            # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
+            # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
+            # budget covers them), as OpenVINO does by default there.
+            bf16_target = "bf16" in self.profile.precisions
+            bf16 = precision == "bf16" or (precision == "int8" and bf16_target)
+            settings["inference_precision"] = "bf16" if bf16 else "f32"
+        return settings
 
 
 def target_names() -> list[str]:

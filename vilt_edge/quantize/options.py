@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from vilt_edge.bundle import Bundle
-from vilt_edge.devices.target import resolve_target
+from vilt_edge.devices.target import Target, resolve_target
 from vilt_edge.errors import InputError
 from vilt_edge.quantize.presets import Preset
 from vilt_edge.records import INT8_MODES, QUANTIZED_PRECISIONS, QuantizeRecord
@@ -32,6 +32,25 @@ MAX_FALLBACK_SHARE = 0.5
 DEFAULT_CALIB_FOR_DEFAULT_MODEL = "easy-vqa:train"
 
 
+def check_bf16(target: Target) -> None:
+    """BF16 needs AMX-BF16 or AVX512-BF16: on this host for `cpu`, in the profile otherwise."""
+    if target.is_host:
+        from vilt_edge.devices.host import machine_description, usable_cpu_flags
+        from vilt_edge.runtimes.openvino import BF16_FLAGS
+
+        if not set(BF16_FLAGS) & usable_cpu_flags():
+            raise InputError(
+                f"--precision bf16 needs a CPU with AMX-BF16 or AVX512-BF16, and this one "
+                f"({machine_description()['cpu']}) has neither; name the device with --target "
+                f"(e.g. x86-amx) to make a BF16 bundle for it"
+            )
+    elif "bf16" not in target.profile.precisions:
+        raise InputError(
+            f"{target.name} does not run BF16 (it runs "
+            f"{', '.join(p.upper() for p in target.profile.precisions)})"
+        )
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     precision: str
@@ -48,21 +67,27 @@ class QuantizeOptions:
 
     def check(self) -> Preset:
         if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose int8 or fp16")
+            raise InputError(f"unknown precision {self.precision!r}; choose int8, fp16 or bf16")
         if self.mode not in MODES:
             raise InputError(f"unknown mode {self.mode!r}; choose static or dynamic")
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r}; choose {', '.join(METHODS)}")
-        preset = preset_for(self.target)
-        if self.precision == "fp16" and self.mode == "dynamic":
-            raise InputError("--mode dynamic is INT8 only; FP16 has no modes")
+        target = resolve_target(self.target)
+        preset = target.preset
+        if self.precision == "bf16":
+            check_bf16(target)
+        if self.precision in ("fp16", "bf16") and self.mode == "dynamic":
+            raise InputError(f"--mode dynamic is INT8 only; {self.precision.upper()} has no modes")
         if self.precision == "int8" and self.mode == "dynamic" and not preset.dynamic_ok:
             raise InputError(
                 f"target {self.target} runs INT8 from explicit Q/DQ only; use --mode static"
             )
         if self.max_drop is not None:
             if self.precision != "int8":
-                raise InputError("--max-drop applies to INT8; FP16 keeps its sensitive ops in FP32")
+                raise InputError(
+                    f"--max-drop applies to INT8; {self.precision.upper()} has no layers to fall "
+                    f"back"
+                )
             if not np.isfinite(self.max_drop) or self.max_drop < 0:
                 raise InputError(f"--max-drop must be a number of points >= 0, not {self.max_drop}")
             if self.eval_size < 1:
@@ -73,6 +98,8 @@ class QuantizeOptions:
 
     @property
     def needs_data(self) -> bool:
+        if self.precision == "bf16":
+            return False  # BF16 keeps FP32's range: no overflow check, no calibration
         return self.precision == "fp16" or self.mode == "static" or self.max_drop is not None
 
 

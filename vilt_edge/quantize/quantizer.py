@@ -52,7 +52,7 @@ from vilt_edge.quantize.options import (
     QuantizeResult,
 )
 from vilt_edge.quantize.presets import Preset
-from vilt_edge.records import QuantizeRecord
+from vilt_edge.records import QuantizeRecord, RuntimeSettings
 
 
 def _ort_types(preset: Preset):
@@ -157,7 +157,7 @@ class Quantizer:
             data = source.parent / external_data_file(source.name)
             if data.is_file():  # the copy refers to its weights by this file name
                 shutil.copyfile(data, work / external_data_file(source.name))
-        if self.options.precision == "int8" and self.preset.family == "cpu":
+        if self.options.precision == "int8" and self.preset.onnxruntime_fusions:
             self.status("fusing GELU and attention into ONNX Runtime's CPU ops")
             try:
                 self.fusions = fuse_for_onnxruntime_cpu(prepared, prepared)
@@ -381,6 +381,8 @@ class Quantizer:
             "nodes_kept_fp32": [],
             "tool": f"onnxruntime.quantization {onnxruntime.__version__}",
         }
+        if options.precision == "bf16":
+            return self._bf16(out, summary)
         with tempfile.TemporaryDirectory(prefix="vilt-edge-quantize-") as temp:
             work = Path(temp)
             prepared = self._prepare(work)
@@ -416,6 +418,33 @@ class Quantizer:
             bundle = write_bundle(
                 out, fields, write_files, overwrite=options.overwrite, inputs=(source.path,)
             )
+        return QuantizeResult(bundle, record)
+
+    def _bf16(self, out: Path, summary: dict[str, Any]) -> QuantizeResult:
+        """The FP32 graph as it is, to run at BF16 inference precision: no calibration (BF16
+        keeps FP32's exponent range, so nothing can overflow), OpenVINO as its runtime."""
+        source = self.runtime.bundle
+        summary.update(inference_precision="bf16", tool="OpenVINO's BF16 inference precision")
+        self.status("writing the BF16 bundle (the FP32 graph at BF16 inference precision)")
+
+        def write_files(staging: Path) -> None:
+            for name in source.manifest.files:
+                shutil.copyfile(source.path / name, staging / name)
+
+        record = QuantizeRecord.from_json(json.loads(json.dumps(summary)))
+        fields = derived_manifest_fields(
+            source,
+            precision="bf16",
+            vilt_edge_version=__version__,
+            records={
+                "quantize": record,
+                "runtime_settings": RuntimeSettings({"inference_precision": "bf16"}),
+            },
+            runtime="openvino",
+        )
+        bundle = write_bundle(
+            out, fields, write_files, overwrite=self.options.overwrite, inputs=(source.path,)
+        )
         return QuantizeResult(bundle, record)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from vilt_edge.errors import BundleError
 from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
+from vilt_edge.runtimes.openvino import OpenVinoRunner
 from vilt_edge.runtimes.tensorrt import TensorRTRunner
 from vilt_edge.runtimes.torch_cuda import TorchCudaRunner
 
@@ -54,6 +55,7 @@ class Runner(Protocol):
 
 
 RUNTIMES: dict[str, type[Runner]] = {"onnxruntime": OnnxRuntimeRunner}
+RUNTIMES["openvino"] = OpenVinoRunner  # imports openvino only when loaded
 RUNTIMES["tensorrt"] = TensorRTRunner  # imports tensorrt only in `load`
 RUNTIMES["torch-cuda"] = TorchCudaRunner  # imports torch only when loaded
 

@@ -1,4 +1,10 @@
-"""The onnxruntime runner (CPU execution provider).
+"""The onnxruntime runner: its CPU execution provider, or OpenVINO's where the bundle asks.
+
+A compiled bundle's `runtime_settings` may name `execution_provider: "openvino"` (the x86-amx
+profile does): the session then runs on ONNX Runtime's OpenVINO execution provider plugin
+(`onnxruntime-ep-openvino`, the `openvino` extra), with the CPU provider for anything OpenVINO
+does not take. Without the plugin, or on a CPU it offers no device for (it lists Intel CPUs
+only), loading says so in one line.
 
 from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
 
@@ -63,9 +69,22 @@ class OnnxRuntimeRunner(RunnerBase):
         options.enable_mem_pattern = bool(settings.get("enable_mem_pattern", False))
         if not self.model_path.is_file():
             raise BundleError(f"{self.model_path}: model file not found")
+        self.execution_provider = str(settings.get("execution_provider", "cpu"))
+        providers: list[str] | None = ["CPUExecutionProvider"]
+        if self.execution_provider == "openvino":
+            from vilt_edge.runtimes.openvino import openvino_ep_devices, openvino_ep_options
+
+            devices = openvino_ep_devices(onnxruntime)
+            options.add_provider_for_devices(devices, openvino_ep_options(settings, self.threads))
+            providers = None  # the session's providers are the ones added for its devices
+        elif self.execution_provider != "cpu":
+            raise BundleError(
+                f"runtime_settings.execution_provider must be cpu or openvino; "
+                f"got {self.execution_provider!r}"
+            )
         try:
             self._session = onnxruntime.InferenceSession(
-                str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                str(self.model_path), sess_options=options, providers=providers
             )
         except Exception as error:  # onnxruntime's load failures share no useful base class
             raise BundleError(
