@@ -34,45 +34,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
+from cpu_peers import nncf_int8, openvino_call  # noqa: E402
 from cpu_precisions import b32_directory, bundle_call, interleaved_times  # noqa: E402
-
-
-def openvino_call(model, feeds: dict, threads: int):
-    """One compiled OpenVINO model's inference on `feeds`, as a no-argument callable."""
-    import openvino
-
-    core = openvino.Core()
-    compiled = core.compile_model(
-        model,
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
-        },
-    )
-    names = {port.get_any_name() for port in compiled.inputs}
-    request = compiled.create_infer_request()
-    feeds = {name: value for name, value in feeds.items() if name in names}
-    return lambda: request.infer(feeds)
-
-
-def nncf_int8(fp32_onnx: Path, feeds_for, out: Path) -> Path:
-    """NNCF's post-training INT8 of the FP32 graph with its transformer preset."""
-    import nncf
-    import openvino
-
-    model = openvino.Core().read_model(fp32_onnx)
-    names = {port.get_any_name() for port in model.inputs}
-    samples = [{k: v for k, v in feeds_for(seed).items() if k in names} for seed in range(16)]
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(samples),
-    )
-    openvino.save_model(quantized, out / "model.xml")
-    return out / "model.xml"
 
 
 def main() -> None:
@@ -121,7 +84,6 @@ def main() -> None:
             return sample
 
         print("quantizing: NNCF INT8 (transformer preset) ...", file=sys.stderr)
-        (work / "nncf").mkdir()
         nncf_model = nncf_int8(fp32 / "model.onnx", feeds_for, work / "nncf")
 
         print("compiling and loading every variant ...", file=sys.stderr)

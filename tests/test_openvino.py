@@ -83,6 +83,27 @@ def test_this_hosts_amx_answer_is_the_kernels():
         assert granted
 
 
+def test_cpu_on_an_amx_host_needs_the_extra_for_x86_amx(monkeypatch):
+    import importlib.util
+
+    from vilt_edge.devices import target as target_module
+
+    amx = host_module.load_profiles()["x86-amx"]
+    vnni = host_module.load_profiles()["x86-avx512-vnni"]
+    monkeypatch.setattr(
+        target_module, "detect_host", lambda **k: vnni if k.get("amx_tiles") is False else amx
+    )
+    assert resolve_target("cpu").name == "x86-amx"  # the extra is installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime_ep_openvino" else real(name, *a),
+    )
+    assert resolve_target("cpu").name == "x86-avx512-vnni"  # as before x86-amx existed
+    assert resolve_target("x86-amx").name == "x86-amx"  # named: the user asked for it
+
+
 # The openvino runner (OpenVINO directly)
 
 

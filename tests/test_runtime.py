@@ -434,8 +434,10 @@ def test_model_onnxruntime_cannot_load(bundle_copy: Path):
 
 
 def test_unknown_runtime(bundle_copy: Path):
-    rewrite_manifest(bundle_copy, runtime="openvino")
-    with pytest.raises(BundleError, match="unknown runtime 'openvino'.*tensorrt, torch-cuda"):
+    rewrite_manifest(bundle_copy, runtime="tflite")
+    with pytest.raises(
+        BundleError, match="unknown runtime 'tflite'.*openvino, tensorrt, torch-cuda"
+    ):
         ViltRuntime.load(bundle_copy)
 
 

@@ -126,6 +126,13 @@ def resolve_target(name: str) -> Target:
     key = name.strip().lower()
     if key == HOST_CPU:
         host = detect_host(has_nvidia_gpu=False)
+        if host is not None and host.onnxruntime_providers[:1] == ("OpenVINOExecutionProvider",):
+            import importlib.util
+
+            if importlib.util.find_spec("onnxruntime_ep_openvino") is None:
+                # Without the openvino extra an AMX host stays what it was before x86-amx
+                # existed: the AVX-512 VNNI family on ONNX Runtime's CPU provider.
+                host = detect_host(has_nvidia_gpu=False, amx_tiles=False)
         if host is None:
             raise InputError("no CPU device profile matches this host; name a --target")
         return Target(host, name)
