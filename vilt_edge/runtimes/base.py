@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, TypeVar
 
+import numpy as np
+
+from vilt_edge.errors import BundleError, InputError
+
 _R = TypeVar("_R", bound="RunnerBase")  # typing.Self is Python 3.11+; JetPack 6 ships 3.10
 
 
@@ -41,6 +45,27 @@ class RunnerBase:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    # What every runner checks the same way
+    input_names: list[str]
+    model_path: Any  # a Path
+
+    @staticmethod
+    def check_threads(threads: int | None) -> None:
+        """`threads` is None or a positive whole number; anything else raises `InputError`."""
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive whole number; got {threads!r}")
+
+    def model_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The feeds the model declares, in its order (an exporter may prune an unused input,
+        so others are left out); a declared input missing from `feeds` raises `BundleError`."""
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise BundleError(
+                f"{self.model_path.name}: the model wants input(s) {', '.join(missing)}, "
+                f"which the runtime does not provide"
+            )
+        return {name: feeds[name] for name in self.input_names}
 
     def __enter__(self: _R) -> _R:
         return self

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.errors import BundleError, InputError, first_line
+from vilt_edge.errors import BundleError, first_line
 from vilt_edge.runtimes.base import RunnerBase
 
 OUTPUT = "logits"
@@ -39,8 +39,7 @@ class OnnxRuntimeRunner(RunnerBase):
         threads: int | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive whole number; got {threads!r}")
+        self.check_threads(threads)
         try:
             import onnxruntime
         except ImportError:
@@ -110,13 +109,7 @@ class OnnxRuntimeRunner(RunnerBase):
         """
         if self._session is None:
             raise RuntimeError("this runner is closed")
-        missing = [name for name in self.input_names if name not in feeds]
-        if missing:
-            raise BundleError(
-                f"{self.model_path.name}: the model wants input(s) {', '.join(missing)}, "
-                f"which the runtime does not provide"
-            )
-        inputs = {name: feeds[name] for name in self.input_names}
+        inputs = self.model_inputs(feeds)
         started = time.perf_counter()
         (logits,) = self._session.run([self._output], inputs)
         self.last_inference_time_ms = (time.perf_counter() - started) * 1000

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vilt_edge.errors import BundleError, InputError, first_line
+from vilt_edge.errors import BundleError, first_line
 from vilt_edge.runtimes.base import RunnerBase
 
 EP_NAME = "OpenVINOExecutionProvider"
@@ -94,8 +94,7 @@ class OpenVinoRunner(RunnerBase):
         threads: int | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive whole number; got {threads!r}")
+        self.check_threads(threads)
         try:
             import openvino
         except ImportError:
@@ -146,13 +145,7 @@ class OpenVinoRunner(RunnerBase):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self._request is None:
             raise RuntimeError("this runner is closed")
-        missing = [name for name in self.input_names if name not in feeds]
-        if missing:
-            raise BundleError(
-                f"{self.model_path.name}: the model wants input(s) {', '.join(missing)}, "
-                f"which the runtime does not provide"
-            )
-        inputs = {name: feeds[name] for name in self.input_names}
+        inputs = self.model_inputs(feeds)
         started = time.perf_counter()
         results = self._request.infer(inputs)
         self.last_inference_time_ms = (time.perf_counter() - started) * 1000

@@ -126,8 +126,7 @@ class TensorRTRunner(RunnerBase):
         threads: int | None = None,
         settings: dict[str, Any] | None = None,
     ) -> None:
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive whole number; got {threads!r}")
+        self.check_threads(threads)
         self.model_path = Path(model_path)
         # The GPU does the work; one host thread drives the stream, so `threads` does not apply.
         self.threads: int | None = None
@@ -253,12 +252,7 @@ class TensorRTRunner(RunnerBase):
         """
         if self._context is None:
             raise RuntimeError("this runner is closed")
-        missing = [name for name in self.input_names if name not in feeds]
-        if missing:
-            raise BundleError(
-                f"{self.model_path.name}: the model wants input(s) {', '.join(missing)}, "
-                f"which the runtime does not provide"
-            )
+        self.model_inputs(feeds)  # raises on a missing input
         cudart, context = self._cudart, self._context
         arrays: dict[str, np.ndarray] = {}
         for name in self.input_names:
