@@ -52,7 +52,7 @@ def _cpu_files(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    if target.on_openvino or target.runtime_for(bundle.manifest.precision) == "openvino":
+    if target.runs_on_openvino(bundle.manifest.precision):
         return _openvino_files(bundle, target, options, staging)
     model_file = target.model_file
     session = onnxruntime.SessionOptions()
@@ -102,7 +102,7 @@ def compile_for_cpu(
         return None, summary
     if out is None:
         raise InputError("--out is required unless --check")
-    if target.on_openvino or target.runtime_for(bundle.manifest.precision) == "openvino":
+    if target.runs_on_openvino(bundle.manifest.precision):
         status(f"preparing the graph for {target.name} (OpenVINO compiles it at load)")
     else:
         status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")

@@ -67,6 +67,10 @@ class Target:
         """Whether this target's bundles run on OpenVINO (directly, or as ORT's provider)."""
         return self.runtime == "openvino" or self.execution_provider == "openvino"
 
+    def runs_on_openvino(self, precision: str) -> bool:
+        """Whether a compiled bundle of `precision` runs on OpenVINO for this target."""
+        return self.on_openvino or self.runtime_for(precision) == "openvino"
+
     @property
     def quantize_preset(self) -> str:
         return self.profile.quantize_preset
@@ -106,7 +110,7 @@ class Target:
         }
         if self.runtime_for(precision) == "onnxruntime" and self.execution_provider != "cpu":
             settings["execution_provider"] = self.execution_provider
-        if self.on_openvino or self.runtime_for(precision) == "openvino":
+        if self.runs_on_openvino(precision):
             # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
             # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
             # budget covers them), as OpenVINO does by default there.
@@ -126,7 +130,7 @@ def resolve_target(name: str) -> Target:
     key = name.strip().lower()
     if key == HOST_CPU:
         host = detect_host(has_nvidia_gpu=False)
-        if host is not None and host.onnxruntime_providers[:1] == ("OpenVINOExecutionProvider",):
+        if host is not None and Target(host, name).execution_provider == "openvino":
             import importlib.util
 
             if importlib.util.find_spec("onnxruntime_ep_openvino") is None:
