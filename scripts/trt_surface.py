@@ -9,8 +9,9 @@ reaches every TensorRT class through vtables, so it links only a handful of C en
 wheel, lists the symbols the module leaves undefined in the NVIDIA libraries it needs
 (`nm -D --undefined-only`, `objdump -p`), builds each of those libraries as a shared object of
 no-op functions with the same names, imports the module against them in a child process and
-writes what it exposes: every enum's members, every class's public attributes and the module's
-functions. No TensorRT code runs (nothing is called), so nothing needs a GPU.
+writes what `import tensorrt` exposes: every enum's members, every class's public attributes,
+the module's functions (those of the extension and of the package's `__init__.py`, e.g.
+`nptype`) and its `__version__`. No TensorRT code runs (nothing is called), so nothing needs a GPU.
 
 The JSON it writes (`trt-<version>.json`) is what vilt-edge's tests generate their fake
 `tensorrt` module from (tests/trt_fake.py): exactly the names that version has.
@@ -33,13 +34,21 @@ OUT = Path(__file__).resolve().parents[1] / "vilt_edge" / "compile" / "tensorrt_
 
 # What the child process prints: the module's names, read with dir() only.
 _DUMP = r"""
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("tensorrt", sys.argv[1])
+import importlib.util, json, os, sys
+package = os.path.dirname(sys.argv[1])
+init = os.path.join(package, "__init__.py")
+if os.path.isfile(init):  # the package as `import tensorrt` loads it: nptype, __version__, ...
+    spec = importlib.util.spec_from_file_location("tensorrt", init,
+                                                  submodule_search_locations=[package])
+else:
+    spec = importlib.util.spec_from_file_location("tensorrt", sys.argv[1])
 trt = importlib.util.module_from_spec(spec)
+sys.modules["tensorrt"] = trt
 spec.loader.exec_module(trt)
 def public(obj):
     return sorted(a for a in dir(obj) if not a.startswith("_"))
-surface = {"version": None, "enums": {}, "classes": {}, "functions": [], "nested": {}}
+surface = {"version": getattr(trt, "__version__", None), "enums": {}, "classes": {},
+           "functions": [], "nested": {}, "module": public(trt)}
 for name in public(trt):
     obj = getattr(trt, name)
     if hasattr(obj, "__members__"):
@@ -94,8 +103,8 @@ def read_surface(spec: str) -> dict:
         _stand_ins(module, work)
         env = {**os.environ, "LD_LIBRARY_PATH": temp}
         surface = json.loads(_run([sys.executable, "-c", _DUMP, str(module)], env=env))
-    surface["version"] = spec.split("==")[1]
-    surface["package"] = spec.split("==")[0]
+    surface["version"] = surface["version"] or spec.split("==")[1]
+    surface["package"] = spec
     return surface
 
 
