@@ -16,8 +16,9 @@ import pytest
 from trt_stub import (  # trt_stub_fixture registers the `trt_stub` fixture
     API,
     ENGINE_MAGIC,
-    TRT_ALLOWED,
     expected_logits,
+    load_surface,
+    surface_allowed,
     trt_stub_fixture,  # noqa: F401
     write_fake_onnx,
 )
@@ -29,6 +30,7 @@ from vilt_edge.compile.tensorrt import (
     tensorrt_status,
     trtexec_command,
 )
+from vilt_edge.compile.tensorrt_versions import build_plan, dla_supported
 from vilt_edge.errors import BundleError, InputError
 from vilt_edge.runtimes import Runner, get_runner
 from vilt_edge.runtimes.tensorrt import NOT_INSTALLED, TensorRTRunner
@@ -94,24 +96,60 @@ def one_line(error: pytest.ExceptionInfo, *fragments: str) -> str:
 # --- the builder ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("precision", "flags"), [("fp32", []), ("fp16", ["FP16"]), ("int8", ["INT8", "FP16"])]
-)
-def test_builder_flags_follow_the_precision(trt_stub, tmp_path, precision, flags):
-    stub = trt_stub()
-    _, record, _ = build(tmp_path, precision)
-    assert [flag for (flag,) in stub.named("config.set_flag")] == flags
-    assert record["flags"] == flags
-    assert record["precision"] == precision
+# The stub versions the real surfaces stand for: JetPack 5.1 (8.5, read from the nearest 8.x
+# bindings wheel, 8.6.1), JetPack 6 (10.3), JetPack 7 for Thor (10.13) and the newest 11.x.
+VERSIONS = ["8.5.2.2", "10.3.0.30", "10.13.3.9", "11.4.0.106"]
+WEAK_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 
 
-@pytest.mark.parametrize(("version", "flags"), [("8.5.2.2", 1), ("10.3.0.30", 0), ("10.0.1.6", 0)])
-def test_explicit_batch_flag_only_before_tensorrt_10(trt_stub, tmp_path, version, flags):
+def test_each_version_runs_against_its_own_real_surface(trt_stub):
+    surfaces = {trt_stub(version=v).surface["version"] for v in VERSIONS}
+    assert surfaces == {"8.6.1", "10.3.0", "10.13.3.9", "11.4.0.106"}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_builder_types_the_network_as_each_version_wants(trt_stub, tmp_path, version, precision):
+    """8.x: explicit batch and the weak-typing precision flags; 10.x: a strongly typed network
+    and no precision flags; 11.x: no flags at all (strong typing is its only mode)."""
     stub = trt_stub(version=version)
-    engine, record, _ = build(tmp_path)
-    assert stub.named("builder.create_network") == [(flags,)]
-    assert record["tensorrt_version"] == version
-    assert engine.read_bytes().startswith(ENGINE_MAGIC)
+    engine, record, _ = build(tmp_path, precision)
+    major = int(version.split(".")[0])
+    network = {8: 1 << 0, 10: 1 << 1, 11: 0}[major]  # EXPLICIT_BATCH, STRONGLY_TYPED
+    assert stub.named("builder.create_network") == [(network,)]
+    flags = WEAK_FLAGS[precision] if major < 10 else []
+    assert [flag for (flag,) in stub.named("config.set_flag")] == flags
+    assert record["flags"] == flags and record["strongly_typed"] == (major >= 10)
+    assert record["precision"] == precision and record["tensorrt_version"] == version
+    built = json.loads(engine.read_bytes()[len(ENGINE_MAGIC) :])
+    assert built["strongly_typed"] == (major >= 10)
+
+
+def test_the_weak_typing_builder_fails_on_tensorrt_11s_real_surface(trt_stub):
+    """What vilt-edge's builder did before it built strongly typed networks: FP16 and INT8
+    builder flags, and the explicit-batch creation flag. TensorRT 11 has none of them."""
+
+    def weak_typing_build_flags(trt):
+        builder = trt.Builder(trt.ILogger())
+        network_flag = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        config = builder.create_builder_config()
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.FP16)
+        return network_flag
+
+    trt_stub(version="10.3.0.30")
+    import tensorrt
+
+    assert weak_typing_build_flags(tensorrt) == 1  # 10.3 still has them (deprecated)
+    trt_stub(version="11.4.0.106")
+    import tensorrt
+
+    with pytest.raises(AttributeError):
+        weak_typing_build_flags(tensorrt)
+    with pytest.raises(AttributeError):
+        tensorrt.BuilderFlag.FP16  # noqa: B018
+    with pytest.raises(AttributeError):
+        tensorrt.Builder(tensorrt.ILogger()).platform_has_fast_fp16  # noqa: B018
 
 
 def test_workspace_limit_and_single_profile(trt_stub, tmp_path):
@@ -130,13 +168,24 @@ def test_workspace_limit_and_single_profile(trt_stub, tmp_path):
     ]
 
 
-def test_dla_core_with_gpu_fallback(trt_stub, tmp_path):
-    stub = trt_stub()
+@pytest.mark.parametrize(
+    ("version", "flags"),
+    [("8.5.2.2", ["INT8", "FP16", "GPU_FALLBACK"]), ("10.3.0.30", ["GPU_FALLBACK"])],
+)
+def test_dla_core_with_gpu_fallback(trt_stub, tmp_path, version, flags):
+    stub = trt_stub(version=version)
     _, record, _ = build(tmp_path, "int8", dla_core=1)
     assert stub.named("config.default_device_type") == [("DLA",)]
     assert stub.named("config.DLA_core") == [(1,)]
-    assert [flag for (flag,) in stub.named("config.set_flag")] == ["INT8", "FP16", "GPU_FALLBACK"]
+    assert [flag for (flag,) in stub.named("config.set_flag")] == flags
     assert record["dla_core"] == 1 and "GPU_FALLBACK" in record["flags"]
+
+
+@pytest.mark.parametrize("version", ["10.13.3.9", "11.4.0.106"])
+def test_dla_is_refused_where_the_version_has_none(trt_stub, tmp_path, version):
+    trt_stub(version=version)
+    with pytest.raises(InputError, match=f"TensorRT {version} has no DLA support"):
+        build(tmp_path, "int8", dla_core=0)
 
 
 def test_no_dla_settings_without_a_dla_core(trt_stub, tmp_path):
@@ -376,7 +425,7 @@ def test_trtexec_command_fp16():
         {"input_ids": TEXT, "pixel_values": ((1, 3, 32, 32), (1, 3, 384, 384), (4, 3, 384, 384))},
         workspace_bytes=1536 * (1 << 20),
     )
-    assert trtexec_command("model.onnx", "model.plan", spec) == (
+    assert trtexec_command("model.onnx", "model.plan", spec, "8.5") == (
         "trtexec --onnx=model.onnx --saveEngine=model.plan --fp16"
         " --minShapes=input_ids:1x40,pixel_values:1x3x32x32"
         " --optShapes=input_ids:1x40,pixel_values:1x3x384x384"
@@ -393,7 +442,7 @@ def test_trtexec_command_int8_dla_and_cache():
         dla_core=0,
         timing_cache=Path("/somewhere/orin.cache"),
     )
-    parts = trtexec_command("m.onnx", "m.plan", spec).split()
+    parts = trtexec_command("m.onnx", "m.plan", spec, "8.5").split()
     assert parts[3:5] == ["--int8", "--fp16"]
     assert "--memPoolSize=workspace:2" in parts  # rounded up to whole MiB
     assert "--timingCacheFile=orin.cache" in parts
@@ -401,9 +450,22 @@ def test_trtexec_command_int8_dla_and_cache():
 
 
 def test_trtexec_command_fp32_has_no_precision_flags():
-    command = trtexec_command("m.onnx", "m.plan", EngineSpec("fp32", {}, workspace_bytes=1 << 30))
+    spec = EngineSpec("fp32", {}, workspace_bytes=1 << 30)
+    command = trtexec_command("m.onnx", "m.plan", spec, "8.5")
     assert "--fp16" not in command and "--int8" not in command and "Shapes" not in command
     assert "--memPoolSize=workspace:1024" in command
+
+
+@pytest.mark.parametrize(
+    ("version", "flags"),
+    [("10.3", ["--stronglyTyped"]), ("10.13", ["--stronglyTyped"]), ("11.4", [])],
+)
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_trtexec_command_per_version(version, flags, precision):
+    spec = EngineSpec(precision, {"input_ids": TEXT}, workspace_bytes=1 << 30)
+    parts = trtexec_command("m.onnx", "m.plan", spec, version).split()
+    assert "--fp16" not in parts and "--int8" not in parts
+    assert [p for p in parts if p == "--stronglyTyped"] == flags
 
 
 # --- the runner ---------------------------------------------------------------------------
@@ -621,7 +683,7 @@ OWNERS = {
     "network": "INetworkDefinition",
     "tensor": "ITensor",
     "parser": "OnnxParser",
-    "parser_error": "IParserError",
+    "parser_error": "ParserError",
     "profile": "IOptimizationProfile",
     "timing_cache": "ITimingCache",
     "runtime": "Runtime",
@@ -683,22 +745,78 @@ def api_names(source: str) -> set[str]:
     return names
 
 
-def test_every_tensorrt_name_used_is_documented():
-    used = set().union(*(api_names(path.read_text()) for path in MODULES))
+def plan_names(version: str) -> set[str]:
+    """The flag names the builder reaches with getattr for `version`, every precision, DLA."""
+    names = set()
+    for precision in ("fp32", "fp16", "int8"):
+        for dla in (False, True):
+            try:
+                plan = build_plan(version, precision, dla)
+            except InputError:
+                continue
+            names |= {f"trt.NetworkDefinitionCreationFlag.{f}" for f in plan.network_flags}
+            names |= {f"trt.BuilderFlag.{f}" for f in plan.builder_flags}
+    return names
+
+
+def in_surface(name: str, surface: dict) -> bool:
+    """Whether the real `tensorrt` of `surface` has `name` ("trt.A.B" or "Class.member")."""
+    parts = name.split(".")
+    if parts[0] != "trt":
+        return parts[1] in surface["classes"].get(parts[0], ())
+    if parts[1] == "__version__":
+        return True
+    if parts[1] not in surface["module"]:
+        return False
+    if len(parts) == 2:
+        return True
+    if len(parts) == 3:
+        members = surface["enums"].get(parts[1], []) + surface["classes"].get(parts[1], [])
+        return parts[2] in members
+    return parts[3] in surface["nested"].get(f"{parts[1]}.{parts[2]}", ())
+
+
+def used_names() -> set[str]:
+    return set().union(*(api_names(path.read_text()) for path in MODULES))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_tensorrt_name_used_is_in_each_versions_real_surface(trt_stub, version):
+    surface = trt_stub(version=version).surface
+    used = {n for n in used_names() if not n.startswith(("cudart", "cudaDeviceProp"))}
+    used |= plan_names(version)
+    missing = sorted(n for n in used if not in_surface(n, surface))
+    assert missing == [], f"not in TensorRT {surface['version']}: {missing}"
+
+
+def test_a_name_a_version_lacks_is_caught():
+    surface = load_surface("11.4.0.106")
+    assert not in_surface("trt.BuilderFlag.FP16", surface)
+    assert not in_surface("Builder.platform_has_fast_fp16", surface)
+    assert in_surface("trt.BuilderFlag.FP16", load_surface("10.3.0.30"))
+    assert in_surface("IExecutionContext.execute_async_v3", surface)
+
+
+def test_every_tensorrt_name_used_has_its_docs():
+    """tensorrt_api.json keeps what the surfaces cannot give: each name's documentation."""
+    used = used_names() | set().union(*(plan_names(v) for v in VERSIONS))
     listed = set(API["tensorrt"]) | set(API["cudart"])
-    assert used - listed == set(), f"not in tensorrt_api.json: {sorted(used - listed)}"
-    assert listed - used == set(), f"listed but unused: {sorted(listed - used)}"
+    assert used - listed == set(), f"no docs in tensorrt_api.json: {sorted(used - listed)}"
+    assert listed - used == set(), f"documented but unused: {sorted(listed - used)}"
 
 
-def test_api_list_names_docs_for_both_versions():
+def test_api_list_names_docs_for_its_versions():
     for name, entry in API["tensorrt"].items():
-        assert set(entry["versions"]) == {"8.5", "10.x"}, name
-        assert entry["docs"]["8.5"].startswith(
-            "https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-853/"
-        ), name
-        assert entry["docs"]["10.x"].startswith(
-            "https://docs.nvidia.com/deeplearning/tensorrt/10."
-        ), name
+        assert set(entry["versions"]) <= {"8.5", "10.x"} and entry["versions"], name
+        assert set(entry["docs"]) == set(entry["versions"]), name
+        if "8.5" in entry["docs"]:
+            assert entry["docs"]["8.5"].startswith(
+                "https://docs.nvidia.com/deeplearning/tensorrt/archives/tensorrt-853/"
+            ), name
+        if "10.x" in entry["docs"]:
+            assert entry["docs"]["10.x"].startswith(
+                "https://docs.nvidia.com/deeplearning/tensorrt/10."
+            ), name
     for name, entry in API["cudart"].items():
         assert entry["docs"].startswith("https://nvidia.github.io/cuda-python/"), name
 
@@ -712,24 +830,56 @@ def test_the_static_check_catches_misspellings():
     )
     names = api_names(source)
     assert "trt.BuilderFlag.FP61" in names and "ICudaEngine.get_tensor_nme" in names
-    assert not names <= set(API["tensorrt"])
+    surface = load_surface("10.3.0.30")
+    assert not in_surface("trt.BuilderFlag.FP61", surface)
+    assert not in_surface("ICudaEngine.get_tensor_nme", surface)
 
 
-def test_the_stub_exposes_only_documented_names(trt_stub):
-    stub = trt_stub()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_fake_exposes_only_the_real_names(trt_stub, version):
+    stub = trt_stub(version=version)
+    allowed = surface_allowed(stub.surface)
     exposed = {n for n in vars(stub.trt) if not n.startswith("_") or n == "__version__"}
-    assert exposed == TRT_ALLOWED["trt"]
+    assert exposed <= allowed["trt"]
     for name in exposed:
         value = getattr(stub.trt, name)
         if isinstance(value, type) and issubclass(value, int):  # an enum
-            members = set(value.__members__)
-            assert members == TRT_ALLOWED[f"trt.{name}"], name
-    for cls in [*stub.trt._classes, *stub.cudart._classes]:
+            assert set(value.__members__) <= allowed[f"trt.{name}"], name
+    for cls in stub.trt._classes:
+        defined = {n for n in vars(cls) if not n.startswith("_")}
+        assert cls._api in stub.surface["classes"], cls._api
+        assert defined <= cls._allowed.get(cls._api, set()), (cls._api, defined)
+    for cls in stub.cudart._classes:
         defined = {n for n in vars(cls) if not n.startswith("_")}
         assert defined <= cls._allowed.get(cls._api, set()), (cls._api, defined)
-    with pytest.raises(AttributeError):
-        stub.trt.Builder(stub.trt.ILogger()).platform_has_fast_fp16  # noqa: B018
     cudart_exposed = {name for name in vars(stub.cudart) if not name.startswith("_")}
     assert cudart_exposed == {
         key.split(".")[1] for key in API["cudart"] if key.startswith("cudart.")
     }
+
+
+# --- the build plan, version by version -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "dla"),
+    [("8.5.2.2", True), ("10.3.0.30", True), ("10.7.0", True), ("10.8.0", False),
+     ("10.13.3.9", False), ("11.3.0", False), ("11.4.0.106", False), ("11.4.1", True)],
+)  # fmt: skip
+def test_dla_support_by_release(version, dla):
+    assert dla_supported(version) == dla
+
+
+def test_build_plans_say_what_each_version_does():
+    weak = build_plan("8.5.2.2", "int8")
+    assert not weak.strongly_typed and weak.builder_flags == ("INT8", "FP16")
+    assert "weakly typed" in weak.describe()
+    typed = build_plan("10.3.0.30", "fp16", dla=True)
+    assert typed.strongly_typed and typed.builder_flags == ("GPU_FALLBACK",)
+    assert "strongly typed: FP16 as the graph types it" in typed.describe()
+    assert "DLA" in typed.describe()
+    assert build_plan("11.4.0.106", "int8").network_flags == ()
+    with pytest.raises(InputError, match="an FP32 bundle has nothing for it"):
+        build_plan("10.3.0.30", "fp32", dla=True)
+    with pytest.raises(InputError, match="TensorRT 10.13.3.9 has no DLA support"):
+        build_plan("10.13.3.9", "int8", dla=True)

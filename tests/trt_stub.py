@@ -8,10 +8,15 @@ testing vilt_edge's TensorRT builder and runner on machines without TensorRT or 
         ...
         assert ("config.set_flag", "FP16") in stub.calls
 
-The fakes expose only the names listed in vilt_edge/compile/tensorrt_api.json (module
-attributes, enum members and the members of every returned object; anything else raises
-AttributeError), so code that uses an undocumented or misspelled name fails here too. They
-record every call in `stub.calls` as `(what, *arguments)` tuples.
+The fake `tensorrt` exposes exactly the names of the real TensorRT version it stands for: the
+surface `scripts/trt_surface.py` read from that version's bindings wheel
+(vilt_edge/compile/tensorrt_surfaces/trt-<version>.json; module attributes, enum members and the
+attributes of every class; anything else raises AttributeError), so code that uses a name a
+version lacks (TensorRT 11 has no BuilderFlag.FP16) or a misspelled one fails that version's
+tests. A stub version picks the surface of its major.minor, or the nearest of its major (8.5
+-> 8.6.1: no 8.5 bindings wheel exists). The cuda-python fake exposes the names listed in
+vilt_edge/compile/tensorrt_api.json. Both record every call in `stub.calls` as
+`(what, *arguments)` tuples.
 
 The fake "ONNX" file is JSON (`write_fake_onnx`); the fake builder serializes what it was given
 (inputs, profile, flags) into the engine bytes, and the fake engine's `execute_async_v3` writes
@@ -36,6 +41,37 @@ import pytest
 
 API_PATH = Path(__file__).resolve().parents[1] / "vilt_edge" / "compile" / "tensorrt_api.json"
 API = json.loads(API_PATH.read_text())
+SURFACES = Path(__file__).resolve().parents[1] / "vilt_edge" / "compile" / "tensorrt_surfaces"
+
+
+def surface_versions() -> list[str]:
+    """The TensorRT versions whose real API surface is checked in, oldest first."""
+    versions = [path.stem.removeprefix("trt-") for path in SURFACES.glob("trt-*.json")]
+    return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def load_surface(version: str) -> dict[str, Any]:
+    """The surface for a TensorRT version: its own major.minor, else the nearest of its major."""
+    wanted = tuple(int(p) for p in version.split(".")[:2])
+    same_major = [v for v in surface_versions() if int(v.split(".")[0]) == wanted[0]]
+    if not same_major:
+        raise AssertionError(f"no TensorRT {wanted[0]}.x surface in {SURFACES}")
+    best = min(same_major, key=lambda v: abs(int(v.split(".")[1]) - wanted[1]))
+    return json.loads((SURFACES / f"trt-{best}.json").read_text())
+
+
+def surface_allowed(surface: dict[str, Any]) -> dict[str, set[str]]:
+    """{"trt": module names, "trt.<Enum>": members, "<Class>": attributes} of a surface."""
+    allowed = {"trt": set(surface["module"]) | {"__version__"}}
+    for name, members in surface["enums"].items():
+        allowed[f"trt.{name}"] = set(members)
+    for name, members in surface["nested"].items():
+        allowed[f"trt.{name}"] = set(members)
+    for name, attributes in surface["classes"].items():
+        allowed[name] = set(attributes)
+    return allowed
+
+
 ENGINE_MAGIC = b"FAKE-TRT-ENGINE\n"
 CACHE_MAGIC = b"FAKE-TIMING-CACHE\n"
 
@@ -50,7 +86,6 @@ def _allowed(section: str) -> dict[str, set[str]]:
     return allowed
 
 
-TRT_ALLOWED = _allowed("tensorrt")
 CUDART_ALLOWED = _allowed("cudart")
 
 
@@ -58,29 +93,27 @@ class _Strict:
     """Members outside the API list raise AttributeError, as a misspelled name would."""
 
     _api = ""
-    _allowed = TRT_ALLOWED
+    _allowed: dict[str, set[str]] = {}
 
     def __getattribute__(self, name: str) -> Any:
         if not name.startswith("_"):
             cls = type(self)
             if name not in cls._allowed.get(cls._api, ()):
-                raise AttributeError(f"{cls._api}.{name} is not in tensorrt_api.json")
+                raise AttributeError(f"{cls._api}.{name} is not in this version's API")
         return object.__getattribute__(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if not name.startswith("_"):
             cls = type(self)
             if name not in cls._allowed.get(cls._api, ()):
-                raise AttributeError(f"{cls._api}.{name} is not in tensorrt_api.json")
+                raise AttributeError(f"{cls._api}.{name} is not in this version's API")
         object.__setattr__(self, name, value)
 
 
 def _enum(path: str, values: dict[str, int], allowed: dict[str, set[str]]) -> type[enum.IntEnum]:
-    """An IntEnum holding only the members of `values` that the API list names."""
+    """An IntEnum holding the members of `values` that the real API has (the rest of the real
+    members are not used by vilt-edge; a used one missing here fails as it would for real)."""
     listed = allowed.get(path, set())
-    unknown = listed - set(values)
-    if unknown:
-        raise AssertionError(f"the stub has no value for {path}.{sorted(unknown)}")
     return enum.IntEnum(path.split(".")[-1], {k: v for k, v in values.items() if k in listed})
 
 
@@ -211,6 +244,7 @@ class TrtStub:
         self.streams: dict[int, list[tuple[Any, ...]]] = {}  # stream -> queued work
         self.destroyed_streams: list[int] = []
         self.major = int(version.split(".")[0])
+        self.surface = load_surface(version)
         self.trt = _build_trt(self)
         self.cudart = _build_cudart(self)
 
@@ -248,7 +282,10 @@ def _version_engine_dtype(stub: TrtStub, dtype: str) -> str:
 
 
 def _build_trt(stub: TrtStub) -> types.ModuleType:
-    allowed = TRT_ALLOWED
+    allowed = surface_allowed(stub.surface)
+
+    class _Real(_Strict):  # the classes below expose exactly this version's attribute names
+        _allowed = allowed
 
     class ILogger:
         Severity = _enum(
@@ -267,7 +304,9 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
         if not isinstance(logger, ILogger) or not getattr(logger, "_initialized", False):
             raise TypeError("a logger must be a trt.ILogger that called trt.ILogger.__init__")
 
-    flag_enum = _enum("trt.NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0}, allowed)
+    flag_enum = _enum(
+        "trt.NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, allowed
+    )
     builder_flag = _enum(
         "trt.BuilderFlag", {"FP16": 0, "INT8": 1, "DEBUG": 2, "GPU_FALLBACK": 3}, allowed
     )
@@ -275,7 +314,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
     device_type = _enum("trt.DeviceType", {"GPU": 0, "DLA": 1}, allowed)
     io_mode = _enum("trt.TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2}, allowed)
 
-    class ITensor(_Strict):
+    class ITensor(_Real):
         _api = "ITensor"
 
         def __init__(self, name: str, shape: list[int]) -> None:
@@ -289,7 +328,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
         def shape(self) -> tuple[int, ...]:
             return self._shape
 
-    class INetworkDefinition(_Strict):
+    class INetworkDefinition(_Real):
         _api = "INetworkDefinition"
 
         def __init__(self, flags: int) -> None:
@@ -305,8 +344,8 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             name = list(self._inputs)[index]
             return ITensor(name, self._inputs[name]["shape"])
 
-    class IParserError(_Strict):
-        _api = "IParserError"
+    class IParserError(_Real):
+        _api = "ParserError"
 
         def __init__(self, text: str) -> None:
             self._text = text
@@ -314,7 +353,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
         def desc(self) -> str:
             return self._text
 
-    class OnnxParser(_Strict):
+    class OnnxParser(_Real):
         _api = "OnnxParser"
 
         def __init__(self, network: INetworkDefinition, logger: Any) -> None:
@@ -335,8 +374,10 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             if "error" in data:
                 self._errors += [data["error"], "a second, later error"]
                 return False
-            explicit = 1 << int(flag_enum.EXPLICIT_BATCH)
-            if stub.major < 10 and not self._network._flags & explicit:
+            explicit = stub.major >= 10 or self._network._flags & (
+                1 << int(flag_enum.EXPLICIT_BATCH)
+            )
+            if not explicit:
                 self._errors.append("Network must have explicit batch dimension (8.x)")
                 return False
             for name, spec in data["inputs"].items():
@@ -347,7 +388,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             self._network._outputs = data["outputs"]
             return True
 
-    class IOptimizationProfile(_Strict):
+    class IOptimizationProfile(_Real):
         _api = "IOptimizationProfile"
 
         def __init__(self) -> None:
@@ -358,7 +399,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             stub.calls.append(("profile.set_shape", input, *shapes))
             self._shapes[input] = shapes
 
-    class ITimingCache(_Strict):
+    class ITimingCache(_Real):
         _api = "ITimingCache"
 
         def __init__(self, data: bytes) -> None:
@@ -368,7 +409,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             stub.calls.append(("timing_cache.serialize",))
             return _HostMemory(self._data)
 
-    class IBuilderConfig(_Strict):
+    class IBuilderConfig(_Real):
         _api = "IBuilderConfig"
 
         def __init__(self) -> None:
@@ -425,7 +466,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
         def get_timing_cache(self) -> ITimingCache | None:
             return self._cache
 
-    class Builder(_Strict):
+    class Builder(_Real):
         _api = "Builder"
 
         def __init__(self, logger: Any) -> None:
@@ -455,6 +496,16 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             if stub.fail_build:
                 self._logger.log(error, stub.fail_build)
                 return None
+            typed = "STRONGLY_TYPED" in flag_enum.__members__ and network._flags & (
+                1 << int(flag_enum.STRONGLY_TYPED)
+            )
+            typed = typed or stub.major >= 11  # 11 builds nothing else
+            precision_flags = {f.name for f in config._flags} & {"FP16", "INT8"}
+            if typed and precision_flags:  # as TensorRT 10 refuses them on such a network
+                self._logger.log(
+                    error, f"{sorted(precision_flags)} set on a strongly typed network"
+                )
+                return None
             shapes = config._profiles[0]._shapes if config._profiles else {}
             inputs = {}
             for name, spec in network._inputs.items():
@@ -474,13 +525,14 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
                     for name, spec in network._outputs.items()
                 },
                 "flags": sorted(flag.name for flag in config._flags),
+                "strongly_typed": bool(typed),
                 "device": config._device.name if config._device is not None else "GPU",
                 "dla_core": config._dla_core,
                 "workspace": {pool.name: size for pool, size in config._pools.items()},
             }
             return _HostMemory(ENGINE_MAGIC + json.dumps(engine).encode())
 
-    class IExecutionContext(_Strict):
+    class IExecutionContext(_Real):
         _api = "IExecutionContext"
 
         def __init__(self, engine: ICudaEngine) -> None:
@@ -543,7 +595,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             stub.streams[stream_handle].append(("kernel", kernel))
             return True
 
-    class ICudaEngine(_Strict):
+    class ICudaEngine(_Real):
         _api = "ICudaEngine"
 
         def __init__(self, spec: dict[str, Any]) -> None:
@@ -576,7 +628,7 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
             stub.calls.append(("engine.create_execution_context",))
             return IExecutionContext(self)
 
-    class Runtime(_Strict):
+    class Runtime(_Real):
         _api = "Runtime"
 
         def __init__(self, logger: Any) -> None:
@@ -612,16 +664,10 @@ def _build_trt(stub: TrtStub) -> types.ModuleType:
         "TensorIOMode": io_mode,
         "nptype": nptype,
     }
-    exposed = allowed["trt"]
-    if set(implementations) != exposed:
-        raise AssertionError(
-            f"the stub and tensorrt_api.json disagree: stub-only "
-            f"{sorted(set(implementations) - exposed)}, json-only "
-            f"{sorted(exposed - set(implementations))}"
-        )
     module = types.ModuleType("tensorrt")
-    for name in exposed:
-        setattr(module, name, implementations[name])
+    for name, implementation in implementations.items():
+        if name in allowed["trt"]:  # what this version lacks is missing, as for real
+            setattr(module, name, implementation)
     module._classes = [  # for the test that the stub defines no undocumented member
         ITensor,
         INetworkDefinition,

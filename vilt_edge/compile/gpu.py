@@ -88,6 +88,7 @@ def compile_for_gpu(
         tensorrt_status,
         trtexec_command,
     )
+    from vilt_edge.compile.tensorrt_versions import build_plan
 
     installed, reason = tensorrt_status()
     version = _tensorrt_version(
@@ -115,7 +116,10 @@ def compile_for_gpu(
     failed = first_failure(checks)
     if failed is not None:
         raise InputError(f"not ready for {profile.name}: {failed.detail}")
-    summary["ready"] = True
+    # What this version will do with this bundle (strong typing from 10, DLA by release).
+    plan = build_plan(version, manifest.precision, dla=options.dla)
+    summary.update(ready=True, build_plan=plan.to_json())
+    status(plan.describe())
     if options.check_only:
         return None, summary
     if out is None:
@@ -156,7 +160,7 @@ def compile_for_gpu(
                 command += f" --image-sizes {sizes}"
             if options.dla:
                 command += " --dla"
-            trtexec = trtexec_command("model.onnx", ENGINE_FILE, spec)
+            trtexec = trtexec_command("model.onnx", ENGINE_FILE, spec, version)
             (work / "BUILD.md").write_text(_build_notes(profile, version, why, command, trtexec))
             files = {
                 "model_file": "model.onnx",

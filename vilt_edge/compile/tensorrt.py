@@ -1,5 +1,5 @@
 """Build a TensorRT engine from an ONNX model with TensorRT's Python API (TensorRT 8.5 on
-JetPack 5.1, 10.x on JetPack 6).
+JetPack 5.1, 10.3 on JetPack 6, 10.13 on JetPack 7 for Thor, 11.x).
 
     from vilt_edge.compile.tensorrt import EngineSpec, build_engine, tensorrt_status
 
@@ -10,14 +10,16 @@ JetPack 5.1, 10.x on JetPack 6).
         workspace_bytes=1 << 30,
     )
     record = build_engine(Path("model.onnx"), Path("model.plan"), spec, log=print)
-    print(trtexec_command("model.onnx", "model.plan", spec))   # the same build with trtexec
+    print(trtexec_command("model.onnx", "model.plan", spec, "10.3"))  # the same with trtexec
 
-Precision: "fp16" sets BuilderFlag.FP16; "int8" is for an ONNX model with explicit
-QuantizeLinear/DequantizeLinear nodes and sets INT8 and FP16 (the layers that are not quantized
-may then run in FP16); "fp32" sets neither. One optimization profile covers `input_shapes`
-(min, opt, max per input). With `dla_core` the engine targets that DLA core with GPU fallback
-for layers the DLA cannot run. A `timing_cache` file is loaded when it exists and written back
-after the build, which makes rebuilds on the same device much faster.
+Precision, per version (`vilt_edge.compile.tensorrt_versions.build_plan`): TensorRT 10 and later
+build strongly typed networks (the bundle's own types: an FP16 bundle builds FP16, an INT8 one
+INT8 products from its explicit Q/DQ nodes); on 8.x "fp16" sets BuilderFlag.FP16 and "int8"
+sets INT8 and FP16 (weak typing: the layers that are not quantized may run in FP16).
+One optimization profile covers `input_shapes` (min, opt, max per input). With `dla_core` the
+engine targets that DLA core with GPU fallback for layers the DLA cannot run. A `timing_cache`
+file is loaded when it exists and written back after the build, which makes rebuilds on the
+same device much faster.
 
 `tensorrt` and `cuda` are imported inside functions, so this module imports without them.
 """
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vilt_edge.compile.tensorrt_versions import build_plan
 from vilt_edge.errors import BundleError, InputError, first_line
 from vilt_edge.outputs import write_file_atomically
 from vilt_edge.records import PRECISIONS
@@ -40,7 +43,6 @@ from vilt_edge.runtimes.tensorrt import (
     cudart_module,
     gpu_identity,
     make_logger,
-    tensorrt_major,
 )
 
 __all__ = [
@@ -163,11 +165,11 @@ def build_engine(
     messages: list[str] = []
     logger = make_logger(trt, messages, forward=log)
 
+    plan = build_plan(version, spec.precision, dla=spec.dla_core is not None)
     builder = trt.Builder(logger)
-    if tensorrt_major(version) >= 10:
-        flags = 0  # explicit batch is the only mode (the flag is deprecated and ignored)
-    else:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    flags = 0
+    for name in plan.network_flags:
+        flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     say(f"parsing {onnx_path.name} with TensorRT {version}")
@@ -177,13 +179,8 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_bytes)
-    flag_names: list[str] = []
-    if spec.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        flag_names.append("INT8")
-    if spec.precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-        flag_names.append("FP16")
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
     if spec.dla_core is not None:
         available = builder.num_DLA_cores
         if spec.dla_core >= available:
@@ -193,8 +190,6 @@ def build_engine(
             )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = spec.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        flag_names.append("GPU_FALLBACK")
     if spec.input_shapes:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in spec.input_shapes.items():
@@ -234,7 +229,10 @@ def build_engine(
         "tensorrt_version": version,
         **gpu_identity(),
         "precision": spec.precision,
-        "flags": flag_names,
+        "flags": list(plan.builder_flags),
+        "network_flags": list(plan.network_flags),
+        "strongly_typed": plan.strongly_typed,
+        "plan": plan.describe(),
         "workspace_bytes": spec.workspace_bytes,
         "dla_core": spec.dla_core,
         "input_shapes": spec.shapes_as_lists(),
@@ -281,20 +279,18 @@ def _dynamic(shape: tuple[int, ...]) -> str:
     return "x".join("?" if d < 0 else str(d) for d in shape) if shape else "scalar"
 
 
-def trtexec_command(onnx_name: str, engine_name: str, spec: EngineSpec) -> str:
-    """The trtexec line that builds the same engine, for the bundle's README / build step:
+def trtexec_command(onnx_name: str, engine_name: str, spec: EngineSpec, version: str) -> str:
+    """The trtexec line that builds the same engine with TensorRT `version`, for the bundle's
+    build step (`--fp16`/`--int8` on 8.x, `--stronglyTyped` on 10.x, neither on 11.x):
 
-    trtexec --onnx=model.onnx --saveEngine=model.plan --fp16 --minShapes=input_ids:1x40,...
+    trtexec --onnx=model.onnx --saveEngine=model.plan --stronglyTyped --minShapes=input_ids:1x40,...
         --optShapes=... --maxShapes=... --memPoolSize=workspace:1024 --timingCacheFile=timing.cache
 
     The workspace is in MiB without a suffix, which trtexec reads as MiB in both 8.5 (whose
     pool spec is `pool:sizeInMiB`) and 10.x (no suffix defaults to MiB).
     """
     parts = ["trtexec", f"--onnx={onnx_name}", f"--saveEngine={engine_name}"]
-    if spec.precision == "int8":
-        parts += ["--int8", "--fp16"]
-    elif spec.precision == "fp16":
-        parts.append("--fp16")
+    parts += build_plan(version, spec.precision, dla=spec.dla_core is not None).trtexec_flags
     if spec.input_shapes:
         for index, option in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
             shapes = ",".join(
