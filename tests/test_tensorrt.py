@@ -16,6 +16,7 @@ import pytest
 from trt_stub import (  # trt_stub_fixture registers the `trt_stub` fixture
     API,
     ENGINE_MAGIC,
+    cudart_allowed,
     expected_logits,
     load_surface,
     surface_allowed,
@@ -855,7 +856,22 @@ def test_the_fake_exposes_only_the_real_names(trt_stub, version):
     cudart_exposed = {name for name in vars(stub.cudart) if not name.startswith("_")}
     assert cudart_exposed == {
         key.split(".")[1] for key in API["cudart"] if key.startswith("cudart.")
-    }
+    }  # every call the runner makes, each in the real cuda-python runtime
+
+
+@pytest.mark.parametrize("version", ["12.9.10", "13.5.0"])
+def test_every_cuda_python_name_used_is_in_the_real_runtime(version):
+    """cuda-python imports without a GPU, so its real `cuda.bindings.runtime` was read
+    (scripts/cudart_surface.py): every runtime call, enum member and device property the
+    TensorRT runner uses exists in 12.9 (CUDA 12, JetPack 6) and 13.x (CUDA 13, JetPack 7)."""
+    allowed = cudart_allowed(version)
+    used = {n for n in used_names() if n.startswith(("cudart", "cudaDeviceProp"))}
+    missing = []
+    for name in sorted(used):
+        owner, _, member = name.rpartition(".")
+        if member not in allowed.get(owner, ()):
+            missing.append(name)
+    assert used and missing == [], f"not in cuda-python {version}: {missing}"
 
 
 # --- the build plan, version by version -----------------------------------------------------
