@@ -146,7 +146,9 @@ def test_compile_without_tensorrt_writes_a_build_kit(trt_int8, tmp_path):
     assert "vilt-edge compile orin --target jetson-orin-nano" in notes
     assert "trtexec --onnx=model.onnx --saveEngine=model.plan" in notes
     assert "--stronglyTyped" in notes and "--int8" not in notes  # TensorRT 10.3: typed by the graph
-    assert summary["build_plan"]["strongly_typed"] and summary["build_plan"]["builder_flags"] == []
+    plan = summary["build_plan"]
+    assert plan["strongly_typed"] and plan["builder_flags"] == []
+    assert plan["checked_against"] == "10.3.0"  # the real TensorRT 10.3 API
     assert "pixel_values:2x3x384x512" in notes  # max batch 2 at the one image size
     with pytest.raises(BundleError, match="not an engine: on the device run: vilt-edge compile"):
         ViltRuntime.load(out)

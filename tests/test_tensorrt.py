@@ -5,6 +5,7 @@ listed, with its documentation page, in vilt_edge/compile/tensorrt_api.json."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ from vilt_edge.compile.tensorrt import (
     tensorrt_status,
     trtexec_command,
 )
-from vilt_edge.compile.tensorrt_versions import build_plan, dla_supported
+from vilt_edge.compile.tensorrt_versions import build_plan, check_plan, dla_supported
 from vilt_edge.errors import BundleError, InputError
 from vilt_edge.runtimes import Runner, get_runner
 from vilt_edge.runtimes.tensorrt import NOT_INSTALLED, TensorRTRunner
@@ -884,6 +885,16 @@ def test_every_cuda_python_name_used_is_in_the_real_runtime(version):
 )  # fmt: skip
 def test_dla_support_by_release(version, dla):
     assert dla_supported(version) == dla
+
+
+def test_plans_are_checked_against_the_versions_real_api():
+    assert check_plan(build_plan("8.5.2.2", "int8")) == "8.6.1"
+    assert check_plan(build_plan("10.3", "fp16")) == "10.3.0"
+    assert check_plan(build_plan("10.15", "int8")) == "10.13.3.9"  # cuda-gpu's: the nearest 10.x
+    assert check_plan(build_plan("11.4.0.106", "fp16")) == "11.4.0.106"
+    weak_on_11 = dataclasses.replace(build_plan("11.4.0.106", "fp16"), builder_flags=("FP16",))
+    with pytest.raises(InputError, match="TensorRT 11.4.0.106 has no BuilderFlag.FP16"):
+        check_plan(weak_on_11)
 
 
 def test_build_plans_say_what_each_version_does():

@@ -40,25 +40,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from vilt_edge.compile.tensorrt_versions import SURFACES, load_surface
+
 API_PATH = Path(__file__).resolve().parents[1] / "vilt_edge" / "compile" / "tensorrt_api.json"
 API = json.loads(API_PATH.read_text())
-SURFACES = Path(__file__).resolve().parents[1] / "vilt_edge" / "compile" / "tensorrt_surfaces"
-
-
-def surface_versions() -> list[str]:
-    """The TensorRT versions whose real API surface is checked in, oldest first."""
-    versions = [path.stem.removeprefix("trt-") for path in SURFACES.glob("trt-*.json")]
-    return sorted(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
-
-
-def load_surface(version: str) -> dict[str, Any]:
-    """The surface for a TensorRT version: its own major.minor, else the nearest of its major."""
-    wanted = tuple(int(p) for p in version.split(".")[:2])
-    same_major = [v for v in surface_versions() if int(v.split(".")[0]) == wanted[0]]
-    if not same_major:
-        raise AssertionError(f"no TensorRT {wanted[0]}.x surface in {SURFACES}")
-    best = min(same_major, key=lambda v: abs(int(v.split(".")[1]) - wanted[1]))
-    return json.loads((SURFACES / f"trt-{best}.json").read_text())
 
 
 def surface_allowed(surface: dict[str, Any]) -> dict[str, set[str]]:

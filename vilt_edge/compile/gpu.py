@@ -88,7 +88,7 @@ def compile_for_gpu(
         tensorrt_status,
         trtexec_command,
     )
-    from vilt_edge.compile.tensorrt_versions import build_plan
+    from vilt_edge.compile.tensorrt_versions import build_plan, check_plan
 
     installed, reason = tensorrt_status()
     version = _tensorrt_version(
@@ -118,7 +118,8 @@ def compile_for_gpu(
         raise InputError(f"not ready for {profile.name}: {failed.detail}")
     # What this version will do with this bundle (strong typing from 10, DLA by release).
     plan = build_plan(version, manifest.precision, dla=options.dla)
-    summary.update(ready=True, build_plan=plan.to_json())
+    surface = check_plan(plan)  # against the real API of that version
+    summary.update(ready=True, build_plan={**plan.to_json(), "checked_against": surface})
     status(plan.describe())
     if options.check_only:
         return None, summary

@@ -22,10 +22,17 @@ there: a strongly typed DLA build needs an FP16 or INT8 bundle.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from vilt_edge.errors import InputError
+
+# The real Python API of each checked TensorRT release, read from its bindings wheel by
+# scripts/trt_surface.py: enum members, class attributes, module names.
+SURFACES = Path(__file__).parent / "tensorrt_surfaces"
 
 LAST_10X_WITH_DLA = (10, 7)
 FIRST_11X_WITH_DLA = (11, 4, 1)
@@ -39,6 +46,39 @@ def version_tuple(version: str) -> tuple[int, ...]:
             break
         parts.append(int(part))
     return tuple(parts) or (0,)
+
+
+def surface_versions() -> list[str]:
+    """The TensorRT versions whose real API surface ships with vilt-edge, oldest first."""
+    versions = [path.stem.removeprefix("trt-") for path in SURFACES.glob("trt-*.json")]
+    return sorted(versions, key=version_tuple)
+
+
+@cache
+def load_surface(version: str) -> dict[str, Any]:
+    """The surface for a TensorRT version: its own major.minor, else the nearest of its major
+    (8.5, JetPack 5.1's, has no bindings wheel on PyPI: 8.6.1 stands for it)."""
+    wanted = version_tuple(version)
+    same_major = [v for v in surface_versions() if version_tuple(v)[0] == wanted[0]]
+    if not same_major:
+        raise InputError(f"no TensorRT {wanted[0]}.x API surface ships with vilt-edge")
+    minor = wanted[1] if len(wanted) > 1 else 0
+    best = min(same_major, key=lambda v: abs(version_tuple(v)[1] - minor))
+    return json.loads((SURFACES / f"trt-{best}.json").read_text())
+
+
+def check_plan(plan: BuildPlan) -> str:
+    """The plan's flag names must exist in its version's real API; returns the surface used."""
+    surface = load_surface(plan.version)
+    enums = surface["enums"]
+    for enum_name, names in (("NetworkDefinitionCreationFlag", plan.network_flags),
+                             ("BuilderFlag", plan.builder_flags)):  # fmt: skip
+        missing = [n for n in names if n not in enums.get(enum_name, ())]
+        if missing:
+            raise InputError(
+                f"TensorRT {surface['version']} has no {enum_name}.{', '.join(missing)}"
+            )
+    return surface["version"]
 
 
 def dla_supported(version: str) -> bool:
