@@ -910,3 +910,16 @@ def test_build_plans_say_what_each_version_does():
         build_plan("10.3.0.30", "fp32", dla=True)
     with pytest.raises(InputError, match="TensorRT 10.13.3.9 has no DLA support"):
         build_plan("10.13.3.9", "int8", dla=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_build_then_run_against_each_versions_real_surface(trt_stub, tmp_path, version, precision):
+    """The whole path, builder then runner, with the fake exposing only `version`'s names:
+    strongly typed FP16 and INT8 engines on 10.x and 11.x, weakly typed ones on 8.x."""
+    trt_stub(version=version)
+    engine, record, spec = build(tmp_path, precision)
+    feeds = feeds_for(batch=2)
+    with TensorRTRunner.load(engine, settings=settings_for(record, spec)) as runner:
+        np.testing.assert_allclose(runner.run(feeds), expected_logits(feeds, 7), rtol=1e-5)
+        assert runner.describe()["version"] == version
