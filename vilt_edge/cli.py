@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from vilt_edge import cli_model
+from vilt_edge import cli_model, cli_serve
 from vilt_edge import cli_render as render
 from vilt_edge.cli_common import (
     AsJson,
@@ -446,6 +446,7 @@ COMMANDS = (
     ("distill", cli_model.distill),
     ("pipeline", cli_model.pipeline),
     ("train-default", cli_model.train_default_command),
+    ("serve", cli_serve.serve),
 )
 for _name, _command in COMMANDS:
     app.command(_name)(user_errors(_command))

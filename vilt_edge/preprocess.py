@@ -24,6 +24,7 @@ EXIF orientation is not applied, as in transformers, so answers match the refere
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -119,28 +120,40 @@ def _open_file(path: Path) -> Image.Image:
         raise InputError(f"{path}: image file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
+    return _decode(path, str(path))
+
+
+def load_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+    """An encoded image (a file's bytes, e.g. an upload) -> a fully decoded RGB PIL image, with
+    the checks `load_image` makes for files (corrupt, truncated, decompression bomb)."""
+    if not data:
+        raise InputError(f"{name}: the image is empty")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Path | io.BytesIO, name: str) -> Image.Image:
     try:
         # catch_warnings is process-global state; the cost is that a warning raised by another
         # thread during this window may also become an error there.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 # Image.open only reads the header; load() decodes every pixel, so a truncated
                 # JPEG or PNG fails here and not halfway through inference.
                 image.load()
                 loaded = image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise InputError(
-            f"{path}: image too large, refused as a possible decompression bomb "
+            f"{name}: image too large, refused as a possible decompression bomb "
             f"({first_line(error)})"
         ) from None
     except Image.UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file (or a format PIL cannot read)") from None
+        raise InputError(f"{name}: not an image file (or a format PIL cannot read)") from None
     except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+        raise InputError(f"{name}: permission denied") from None
     except _DECODE_ERRORS as error:
-        raise InputError(f"{path}: corrupt or truncated image ({first_line(error)})") from None
-    return _to_rgb(loaded, str(path))
+        raise InputError(f"{name}: corrupt or truncated image ({first_line(error)})") from None
+    return _to_rgb(loaded, name)
 
 
 def load_image(source: ImageSource) -> Image.Image:
