@@ -13,8 +13,9 @@ extra), for apps that call perception as a service (C++, ROS nodes, dashboards).
   /openapi.json` (FastAPI's).
 - Micro-batching: one worker thread owns the runtime (its sessions are not shared between
   threads); requests that arrive while it is busy, or within `max_wait_ms` of the first, run as
-  one `ask_batch` of at most `max_batch` (which groups them by preprocessed image size). Images
-  are decoded in a thread pool, off the event loop. The queue is bounded (`max_queue`): when
+  one `ask_batch` of at most `max_batch` (which groups them by preprocessed image size). A
+  lone request after a lone one (a single client) does not wait: there is nothing to batch it
+  with. Images are decoded in a thread pool, off the event loop. The queue is bounded (`max_queue`): when
   full the answer is 503 with Retry-After.
 - Bad requests get a 4xx `{"error": "..."}`; the server stays up. With an API key, requests
   without it (`Authorization: Bearer KEY` or `X-API-Key: KEY`) get 401, compared in constant
@@ -120,9 +121,14 @@ class Batcher:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        last_batch = 1
         while True:
             jobs = [await self.queue.get()]
-            deadline = loop.time() + self.options.max_wait_ms / 1000
+            # Under load requests queue up while the model runs, and waiting for more pays off;
+            # a lone request after a lone request (a single client) would only wait.
+            lone = last_batch == 1 and self.queue.empty()
+            wait = 0.0 if lone else self.options.max_wait_ms / 1000
+            deadline = loop.time() + wait
             while len(jobs) < self.options.max_batch:
                 timeout = deadline - loop.time()
                 try:
@@ -136,6 +142,7 @@ class Batcher:
                 jobs.append(job)
             self.metrics.queue_depth.set(self.queue.qsize())
             self.metrics.batch_size.observe(len(jobs))
+            last_batch = len(jobs)
             started = time.perf_counter()
             try:
                 answers, latency = await loop.run_in_executor(self.model_thread, self._run, jobs)
