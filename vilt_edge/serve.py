@@ -15,8 +15,8 @@ extra), for apps that call perception as a service (C++, ROS nodes, dashboards).
   threads); requests that arrive while it is busy, or within `max_wait_ms` of the first, run as
   one `ask_batch` of at most `max_batch` (which groups them by preprocessed image size). A
   lone request after a lone one (a single client) does not wait: there is nothing to batch it
-  with. Images are decoded in a thread pool, off the event loop. The queue is bounded (`max_queue`): when
-  full the answer is 503 with Retry-After.
+  with. Images are decoded in a thread pool, off the event loop. The queue is bounded
+  (`max_queue`): when full the answer is 503 with Retry-After.
 - Bad requests get a 4xx `{"error": "..."}`; the server stays up. With an API key, requests
   without it (`Authorization: Bearer KEY` or `X-API-Key: KEY`) get 401, compared in constant
   time; the key is never logged or counted.
