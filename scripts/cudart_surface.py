@@ -1,6 +1,6 @@
 """Read cuda-python's CUDA runtime API (`cuda.bindings.runtime`) as a real release has it.
 
-    python scripts/cudart_surface.py cuda-bindings==12.9.10 [--out vilt_edge/compile/tensorrt_surfaces]
+    python scripts/cudart_surface.py cuda-bindings==12.9.10 [--out FOLDER]
 
 The TensorRT runner moves buffers with cuda-python's runtime calls. cuda-python's bindings
 import without a GPU or a driver (a call then returns cudaErrorInsufficientDriver), so the real

@@ -1,6 +1,6 @@
 """Read one TensorRT version's real Python API on a machine with no GPU and no TensorRT libraries.
 
-    python scripts/trt_surface.py tensorrt-cu12-bindings==10.3.0 [--out vilt_edge/compile/tensorrt_surfaces]
+    python scripts/trt_surface.py tensorrt-cu12-bindings==10.3.0 [--out FOLDER]
 
 PyPI's TensorRT *bindings* wheels hold the real `tensorrt` extension module; only the `-libs`
 wheels (libnvinfer and friends) come from NVIDIA's own index, unreachable here. The extension
