@@ -447,6 +447,7 @@ COMMANDS = (
     ("pipeline", cli_model.pipeline),
     ("train-default", cli_model.train_default_command),
     ("serve", cli_serve.serve),
+    ("watch", cli_serve.watch),
 )
 for _name, _command in COMMANDS:
     app.command(_name)(user_errors(_command))

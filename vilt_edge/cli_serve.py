@@ -1,4 +1,5 @@
-"""`vilt-edge serve`: the HTTP answer service's command line (`vilt_edge.serve` is the app)."""
+"""The robot-side commands: `vilt-edge serve` (the HTTP answer service; `vilt_edge.serve` is
+the app) and `vilt-edge watch` (questions over a video or camera; `vilt_edge.watch`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vilt_edge.cli_common import Threads, load_runtime, needs_extra
+from vilt_edge.cli_common import AsJson, Threads, load_runtime, needs_extra
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -65,3 +66,44 @@ def serve(
 
 def _stopped(number: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def watch(
+    bundle: Annotated[str, typer.Argument(help="Bundle directory, or 'default'.")],
+    question: Annotated[
+        list[str], typer.Option("--question", "-q", help="A question (repeat for more).")
+    ],
+    video: Annotated[Path | None, typer.Option(help="A video file.")] = None,
+    camera: Annotated[int | None, typer.Option(help="A camera index (0: the first).")] = None,
+    frames: Annotated[Path | None, typer.Option(help="A folder of frame images.")] = None,
+    every: Annotated[float, typer.Option(help="Seconds between sampled frames.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Answers per question in --json.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    threads: Threads = None,
+    as_json: AsJson = False,
+) -> None:
+    """Ask questions of a video, a camera or a folder of frames, frame by frame."""
+    import json
+
+    from vilt_edge.watch import open_source
+    from vilt_edge.watch import watch as run_watch
+
+    source = open_source(video=video, camera=camera, frames=frames, every=every)
+    runtime = load_runtime(bundle, threads)
+
+    def emit(record: dict) -> None:
+        if as_json:
+            typer.echo(json.dumps(record))
+        else:
+            typer.echo(f"{record['time_s']:9.2f}s  frame {record['frame']:<6} "
+                       f"{record['question']!r}: {record['answer']} ({record['score']:.3f}, "
+                       f"{record['latency_ms']:.1f} ms)")  # fmt: skip
+
+    with source:
+        summary = run_watch(runtime, source, question, emit, top_k=top_k, limit=limit)
+    typer.echo(
+        f"watched {summary['frames']} frame(s) of {summary['source']} with "
+        f"{summary['questions']} question(s); dropped {summary['dropped']} frame(s); "
+        f"p50 {summary['latency_ms_p50']} ms per frame",
+        err=True,
+    )
