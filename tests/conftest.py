@@ -3,6 +3,7 @@ exported bundles, and the real-data minis in ../shared/data."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -108,6 +109,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real-data minis not found at {SHARED_DATA} (a checkout without ../shared)")
     return SHARED_DATA
+
+
+@contextlib.contextmanager
+def onnxruntime_layouts_only():
+    """As on a machine without OpenVINO: every CPU family takes its ONNX Runtime INT8 layout
+    (x86-avx512-vnni's static INT8 otherwise takes OpenVINO's)."""
+    from vilt_edge.devices import target
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(target, "openvino_installed", lambda: False)
+        yield
 
 
 def one_line_error(result, code: int, *fragments: str) -> None:

@@ -396,3 +396,86 @@ def test_openvino_ceilings_are_measured_here():
     assert set(measured) >= {"int8", "fp32"} and all(v > 1e8 for v in measured.values())
     has_bf16 = bool({"amx_bf16", "avx512_bf16"} & host_module.usable_cpu_flags())
     assert ("bf16" in measured) == has_bf16
+
+
+# AVX-512 VNNI hosts: static INT8 in OpenVINO's layout, run by OpenVINO directly
+
+
+def test_openvino_precision_names_are_read_as_openvino_prints_them():
+    assert ov_module.precision_name("<Type: 'bfloat16'>") == "bf16"  # OpenVINO 2026.4
+    assert ov_module.precision_name("bf16") == "bf16"
+    assert ov_module.precision_name("<Type: 'float32'>") == "f32"
+    assert ov_module.precision_name("f32") == "f32"
+
+
+def test_vnni_static_int8_takes_openvinos_layout_where_it_is_installed(monkeypatch):
+    from vilt_edge.devices import target as target_module
+
+    vnni = resolve_target("x86-avx512-vnni")
+    assert vnni.preset.name == "x86-openvino" and vnni.preset_for("static").openvino_precision
+    assert vnni.preset_for("dynamic").name == "x86-avx512-vnni"  # dynamic stays ONNX Runtime's
+    assert vnni.runtime_for("int8", "x86-openvino") == "openvino"
+    assert vnni.runtime_for("int8", "x86-avx512-vnni") == "onnxruntime"
+    settings = vnni.session_settings(2, "int8", "x86-openvino")
+    assert settings["inference_precision"] == "f32" and "execution_provider" not in settings
+    for name in ("x86-avx2", "arm64", "x86-amx"):  # no OpenVINO layout of their own
+        assert resolve_target(name).preset_for("static").name == resolve_target(name).preset.name
+    assert resolve_target("x86-avx2").preset.name == "x86-avx2"
+    monkeypatch.setattr(target_module, "openvino_installed", lambda: False)
+    assert resolve_target("x86-avx512-vnni").preset.name == "x86-avx512-vnni"  # as before
+
+
+def test_a_profile_names_only_an_openvino_layout_as_its_openvino_preset(tmp_path, monkeypatch):
+    from vilt_edge.devices import profiles
+
+    text = (profiles.PROFILE_DIR / "x86-avx512-vnni.toml").read_text()
+    (tmp_path / "x86-mine.toml").write_text(
+        text.replace('name = "x86-avx512-vnni"', 'name = "x86-mine"').replace(
+            'openvino_preset = "x86-openvino"', 'openvino_preset = "tensorrt"'
+        )
+    )
+    with pytest.raises(InputError, match="'tensorrt' is not an OpenVINO preset"):
+        profiles._parse(tmp_path / "x86-mine.toml")
+
+
+def test_vnni_int8_in_openvinos_layout_runs_on_openvino(tiny_vqa_bundle, tmp_path, monkeypatch):
+    """Quantize and compile for x86-avx512-vnni, as a user does: the bundle is standard Q/DQ,
+    runs on OpenVINO at FP32 float parts, and answers as ONNX Runtime does on the same graph;
+    a dynamic INT8 bundle for the same target stays on ONNX Runtime."""
+    options = QuantizeOptions(
+        precision="int8", calib=CALIB, calib_size=16, target="x86-avx512-vnni"
+    )
+    int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options).bundle.path
+    _standard_ops_only(int8 / "model.onnx")
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    assert manifest["extra"]["quantize"]["preset"]["name"] == "x86-openvino"
+    assert manifest["runtime"] == "openvino"
+    assert manifest["extra"]["runtime_settings"] == {"inference_precision": "f32"}
+
+    out = tmp_path / "vnni"
+    result = CliRunner().invoke(
+        app, ["compile", str(int8), "--target", "x86-avx512-vnni", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    compiled = json.loads((out / "manifest.json").read_text())
+    settings = compiled["extra"]["runtime_settings"]
+    assert compiled["runtime"] == "openvino" and settings["inference_precision"] == "f32"
+    assert "execution_provider" not in settings
+    _standard_ops_only(out / "model.onnx")
+    with ViltRuntime.load(out, threads=1) as on_openvino:
+        assert on_openvino.runner.describe()["inference_precision"] == "f32"
+        feeds = synthetic_feeds(on_openvino, (64, 64), 12, 2)
+        ort = OnnxRuntimeRunner(out / "model.onnx", threads=1)
+        np.testing.assert_allclose(on_openvino.runner.run(feeds), ort.run(feeds), atol=5e-2)
+
+    dynamic = quantize_bundle(
+        tiny_vqa_bundle,
+        tmp_path / "dyn",
+        QuantizeOptions(precision="int8", mode="dynamic", target="x86-avx512-vnni"),
+    ).bundle.path
+    assert json.loads((dynamic / "manifest.json").read_text())["runtime"] == "onnxruntime"
+    result = CliRunner().invoke(
+        app, ["compile", str(dynamic), "--target", "x86-avx512-vnni", "-o", str(tmp_path / "d")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d" / "manifest.json").read_text())["runtime"] == "onnxruntime"

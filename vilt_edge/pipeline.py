@@ -280,9 +280,9 @@ def _compile(run: _Run, variants: dict[str, Path]) -> dict[str, Path]:
         record = bundle.manifest.compile_record
         state = record.state if record is not None else None
         compiled[name] = {"bundle": str(bundle.path), "state": state or READY}
-        # What runs here: an ONNX Runtime bundle (a build kit or a GPU engine waits for its
-        # device, and is validated as its uncompiled source meanwhile).
-        ready = state != PENDING_BUILD and bundle.manifest.runtime == "onnxruntime"
+        # What runs here: a CPU runtime's bundle, ONNX Runtime or OpenVINO (a build kit or a
+        # GPU engine waits for its device, and is validated as its uncompiled source meanwhile).
+        ready = state != PENDING_BUILD and bundle.manifest.runtime in ("onnxruntime", "openvino")
         runnable[name] = bundle.path if ready else path
     run.summary["compiled"] = compiled
     if any(runnable[n] == variants[n] for n in variants):

@@ -1,6 +1,7 @@
 """CPU targets: ONNX Runtime's offline graph optimization, saved in the target's model format,
 with the session settings its profile gives (`Target.session_settings`). Targets that run on
-OpenVINO (x86-amx through ONNX Runtime's OpenVINO provider; BF16 bundles) keep the standard
+OpenVINO (x86-amx through ONNX Runtime's OpenVINO provider; BF16 bundles; INT8 bundles of an
+OpenVINO layout, run by OpenVINO directly on other x86 targets) keep the standard
 ONNX graph as it is: ONNX Runtime's fused contrib ops would fall back to its CPU provider, and
 OpenVINO compiles the graph for the CPU at load (into its model cache)."""
 
@@ -36,14 +37,15 @@ def _openvino_files(
     weights = bundle.model_path.with_name(external_data_file(model_file))
     if weights.is_file():
         shutil.copyfile(weights, staging / weights.name)
-    runtime = target.runtime_for(precision)
+    preset = quantized.preset_name if quantized is not None else None
+    runtime = target.runtime_for(precision, preset)
     return {
         "model_file": model_file,
         "format": "onnx",
         "optimization": "none offline: OpenVINO compiles the graph at load, into its model cache",
         "runtime": runtime,
         "onnxruntime": onnxruntime.__version__,
-        "runtime_settings": target.session_settings(options.threads, precision),
+        "runtime_settings": target.session_settings(options.threads, precision, preset),
     }
 
 
@@ -52,7 +54,7 @@ def _cpu_files(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    if target.runs_on_openvino(bundle.manifest.precision):
+    if target.runs_on_openvino(bundle.manifest.precision, _preset(bundle)):
         return _openvino_files(bundle, target, options, staging)
     model_file = target.model_file
     session = onnxruntime.SessionOptions()
@@ -88,6 +90,12 @@ def _cpu_files(
     }
 
 
+def _preset(bundle: Bundle) -> str | None:
+    """The INT8 preset the bundle was quantized with (its layout decides its runtime)."""
+    quantized = bundle.manifest.quantize_record
+    return quantized.preset_name if quantized is not None else None
+
+
 def compile_for_cpu(
     bundle: Bundle,
     target: Target,
@@ -102,7 +110,7 @@ def compile_for_cpu(
         return None, summary
     if out is None:
         raise InputError("--out is required unless --check")
-    if target.runs_on_openvino(bundle.manifest.precision):
+    if target.runs_on_openvino(bundle.manifest.precision, _preset(bundle)):
         status(f"preparing the graph for {target.name} (OpenVINO compiles it at load)")
     else:
         status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")

@@ -65,6 +65,8 @@ class DeviceProfile:
     model_format: str  # CPU runtimes: the compiled model's file format (onnx | ort)
     dla_int8_tops: float = 0.0
     peak_bf16_tflops: float = 0.0  # dense BF16 (AMX-BF16, AVX512-BF16); 0: none
+    # Static INT8 with this preset (an OpenVINO layout) where OpenVINO is installed; "": none
+    openvino_preset: str = ""
 
     @property
     def is_jetson(self) -> bool:
@@ -124,6 +126,12 @@ def _parse(path: Path) -> DeviceProfile:
         raise InputError(
             f"device profile {path.name}: unknown quantize_preset {profile.quantize_preset!r}; "
             f"choose one of: {', '.join(PRESETS)}"
+        )
+    openvino = PRESETS.get(profile.openvino_preset)
+    if profile.openvino_preset and (openvino is None or not openvino.openvino_precision):
+        raise InputError(
+            f"device profile {path.name}: openvino_preset {profile.openvino_preset!r} is not an "
+            f"OpenVINO preset"
         )
     return profile
 

@@ -55,11 +55,16 @@ class Target:
         first = self.profile.onnxruntime_providers[:1]
         return "openvino" if first == ("OpenVINOExecutionProvider",) else "cpu"
 
-    def runtime_for(self, precision: str) -> str:
-        """The runtime a compiled bundle of `precision` names: the profile's, except BF16 on a
-        target whose ONNX Runtime provider is its CPU one (which has no BF16 on x86): OpenVINO."""
-        if precision == "bf16" and self.runtime == "onnxruntime" and not self.on_openvino:
-            return "openvino"
+    def runtime_for(self, precision: str, preset: str | None = None) -> str:
+        """The runtime a compiled bundle of `precision` (INT8: quantized with `preset`) names:
+        the profile's, except on a target whose ONNX Runtime provider is its CPU one: OpenVINO
+        for BF16 (that provider has no BF16 on x86) and for INT8 in an OpenVINO layout."""
+        if self.runtime == "onnxruntime" and not self.on_openvino:
+            if precision == "bf16":
+                return "openvino"
+            layout = PRESETS.get(preset or "")
+            if precision == "int8" and layout is not None and layout.openvino_precision:
+                return "openvino"
         return self.runtime
 
     @property
@@ -67,9 +72,22 @@ class Target:
         """Whether this target's bundles run on OpenVINO (directly, or as ORT's provider)."""
         return self.runtime == "openvino" or self.execution_provider == "openvino"
 
-    def runs_on_openvino(self, precision: str) -> bool:
-        """Whether a compiled bundle of `precision` runs on OpenVINO for this target."""
-        return self.on_openvino or self.runtime_for(precision) == "openvino"
+    def runs_on_openvino(self, precision: str, preset: str | None = None) -> bool:
+        """Whether a compiled bundle of `precision` (and INT8 `preset`) runs on OpenVINO here."""
+        return self.on_openvino or self.runtime_for(precision, preset) == "openvino"
+
+    @property
+    def openvino_int8(self) -> bool:
+        """Whether static INT8 for this target takes its profile's OpenVINO layout: the profile
+        names one (`openvino_preset`, chosen by measurement on the family) and OpenVINO is
+        installed here. Without it, the family's ONNX Runtime layout, as before."""
+        return bool(self.profile.openvino_preset) and openvino_installed()
+
+    def preset_for(self, mode: str = "static") -> Preset:
+        """How INT8 of `mode` is laid out for this target (`vilt_edge.quantize.presets`)."""
+        if mode == "static" and self.openvino_int8:
+            return PRESETS[self.profile.openvino_preset]
+        return PRESETS[self.profile.quantize_preset]
 
     @property
     def quantize_preset(self) -> str:
@@ -77,8 +95,8 @@ class Target:
 
     @property
     def preset(self) -> Preset:
-        """How INT8 is laid out for this target's runtime (`vilt_edge.quantize.presets`)."""
-        return PRESETS[self.profile.quantize_preset]
+        """How static INT8 (the default) is laid out for this target (`preset_for`)."""
+        return self.preset_for("static")
 
     @property
     def quantize_family(self) -> str:
@@ -95,11 +113,13 @@ class Target:
         """Named `cpu`: this machine's own CPU, not a device of the same family elsewhere."""
         return self.requested.strip().lower() == HOST_CPU
 
-    def session_settings(self, threads: int | None, precision: str = "fp32") -> dict[str, Any]:
+    def session_settings(
+        self, threads: int | None, precision: str = "fp32", preset: str | None = None
+    ) -> dict[str, Any]:
         """Session settings a compiled CPU bundle records for its runtime: one thread per core
         of the device (of this machine, for `cpu`: the profile's reference device may have more
         cores, and more threads than cores is 2-3x slower, measured); on OpenVINO, the
-        precision it computes float parts in."""
+        precision it computes float parts in (INT8: that of its OpenVINO `preset`, if any)."""
         cores = host_cores() if self.is_host else self.profile.cores
         settings: dict[str, Any] = {
             "intra_op_num_threads": threads or cores,
@@ -108,16 +128,28 @@ class Target:
             # No per-shape activation plan: less peak memory at the same latency.
             "enable_mem_pattern": False,
         }
-        if self.runtime_for(precision) == "onnxruntime" and self.execution_provider != "cpu":
+        on_ort = self.runtime_for(precision, preset) == "onnxruntime"
+        if on_ort and self.execution_provider != "cpu":
             settings["execution_provider"] = self.execution_provider
-        if self.runs_on_openvino(precision):
+        if self.runs_on_openvino(precision, preset):
             # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
             # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
             # budget covers them), as OpenVINO does by default there.
-            bf16_target = "bf16" in self.profile.precisions
-            bf16 = precision == "bf16" or (precision == "int8" and bf16_target)
-            settings["inference_precision"] = "bf16" if bf16 else "f32"
+            layout = PRESETS.get(preset or "")
+            if precision == "int8" and layout is not None and layout.openvino_precision:
+                settings["inference_precision"] = layout.openvino_precision
+            else:
+                bf16_target = "bf16" in self.profile.precisions
+                bf16 = precision == "bf16" or (precision == "int8" and bf16_target)
+                settings["inference_precision"] = "bf16" if bf16 else "f32"
         return settings
+
+
+def openvino_installed() -> bool:
+    """Whether OpenVINO (the openvino extra) can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
 
 
 def target_names() -> list[str]:

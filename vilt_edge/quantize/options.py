@@ -73,7 +73,7 @@ class QuantizeOptions:
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r}; choose {', '.join(METHODS)}")
         target = resolve_target(self.target)
-        preset = target.preset
+        preset = target.preset_for(self.mode)
         if self.precision == "bf16":
             check_bf16(target)
         if self.precision in ("fp16", "bf16") and self.mode == "dynamic":

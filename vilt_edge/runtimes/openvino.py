@@ -51,6 +51,13 @@ def model_cache_dir(runtime_version: str) -> Path:
     return cache_dir() / "openvino" / version / key
 
 
+def precision_name(reported: str) -> str:
+    """ "bf16" or "f32" for what OpenVINO reports as its inference precision: a Type printed as
+    `<Type: 'bfloat16'>` (2026.4) or `bf16`, `<Type: 'float32'>` or `f32`."""
+    text = str(reported).lower()
+    return "bf16" if "bf16" in text or "bfloat16" in text else "f32"
+
+
 def inference_precision(settings: dict[str, Any]) -> str:
     """The manifest's inference precision ("f32" unless it says "bf16"), checked here."""
     precision = str(settings.get("inference_precision", "f32")).lower()
@@ -130,7 +137,7 @@ class OpenVinoRunner(RunnerBase):
         self.compile_ms = (time.perf_counter() - started) * 1000
         # What OpenVINO will compute in: it quietly keeps f32 where the CPU lacks BF16.
         effective = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.effective_precision = "bf16" if "bf16" in effective else "f32"
+        self.effective_precision = precision_name(effective)
         if self.precision == "bf16" and self.effective_precision != "bf16":
             raise BundleError(
                 f"{self.model_path}: OpenVINO would run this BF16 bundle in FP32 on this CPU "
