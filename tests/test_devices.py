@@ -20,6 +20,7 @@ REQUIRED = [
     "jetson-orin-nano",
     "jetson-orin-nx",
     "jetson-agx-orin",
+    "jetson-agx-thor",
     "jetson-xavier-nx",
     "x86-avx512-vnni",
     "x86-avx2",
@@ -70,6 +71,7 @@ def test_unknown_target_lists_the_valid_ones():
          "jetson-orin-nano"),
         (dict(device_tree_model="NVIDIA Jetson AGX Orin Developer Kit"), "jetson-agx-orin"),
         (dict(device_tree_model="NVIDIA Jetson Xavier NX Developer Kit"), "jetson-xavier-nx"),
+        (dict(device_tree_model="NVIDIA Jetson AGX Thor Developer Kit"), "jetson-agx-thor"),
         (dict(device_tree_model="", has_nvidia_gpu=True), "cuda-gpu"),
         (dict(device_tree_model="", has_nvidia_gpu=False, machine="x86_64",
               cpu_flags={"fma", "avx2", "avx512f", "avx512_vnni"}), "x86-avx512-vnni"),
@@ -281,3 +283,15 @@ def test_a_bad_own_profile_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("VILT_EDGE_DEVICES", str(tmp_path / "absent"))
     with pytest.raises(InputError, match="not a folder of device profiles"):
         load_profiles()
+
+
+def test_thor_is_named_by_its_dmi_product_name_too(monkeypatch):
+    """Thor's platform scripts read the DMI product name, not the device tree."""
+    from vilt_edge.devices import host
+
+    files = {"/sys/devices/virtual/dmi/id/product_name": "NVIDIA Jetson AGX Thor Developer Kit\n"}
+    monkeypatch.setattr(host, "_read", lambda path: files.get(path, ""))
+    assert detect_host(has_nvidia_gpu=True).name == "jetson-agx-thor"
+    thor = get_profile("jetson-agx-thor")
+    assert thor.dla_cores == 0 and thor.tensorrt == ("10.16", "10.13")
+    assert thor.cuda_compute_capability == "11.0"

@@ -18,7 +18,7 @@ from vilt_edge.cli import app
 from vilt_edge.compile import CompileOptions, compile_bundle
 from vilt_edge.compile.gpu import engine_shapes
 from vilt_edge.compile.readiness import available_tables, check_model, operator_table
-from vilt_edge.devices import get_profile
+from vilt_edge.devices import get_profile, load_profiles
 from vilt_edge.errors import BundleError, InputError
 from vilt_edge.quantize import QuantizeOptions, quantize_bundle
 from vilt_edge.runtime import ViltRuntime
@@ -63,6 +63,34 @@ def test_operator_tables_are_shipped_with_sources():
     assert operator_table("10.3")["operators"]["LayerNormalization"]["supported"]
     with pytest.raises(InputError, match="no operator table for TensorRT 7.1"):
         operator_table("7.1")
+
+
+def test_every_jetpacks_tensorrt_has_a_table_and_later_minors_take_the_earlier_one():
+    # JetPack 5.1 (8.5), 6.2 (10.3), 7.1 on Thor (10.13), 7.2 (10.16), the newest 11.x found.
+    assert {"8.5", "10.3", "10.13", "10.15", "10.16", "11.1"} <= set(available_tables())
+    for profile in load_profiles().values():
+        for version in profile.tensorrt:
+            assert operator_table(version)["table"] == version, (profile.name, version)
+    # 10.13's table is the 10.14 doc with its one 10.14 addition, Attention, taken back out.
+    assert not operator_table("10.13")["operators"]["Attention"]["supported"]
+    assert operator_table("10.16")["operators"]["Attention"]["supported"]
+    assert operator_table("11.4.0.106")["table"] == "11.1"  # no 11.2-11.4 doc is stored
+    assert operator_table("10.14")["table"] == "10.13"
+    with pytest.raises(InputError, match="no operator table for TensorRT 10.2"):
+        operator_table("10.2")  # nothing earlier of that major: no guess
+    with pytest.raises(InputError, match="no operator table for TensorRT 12.0"):
+        operator_table("12.0")
+
+
+@pytest.mark.parametrize("target, version", [("jetson-agx-thor", "10.13"),
+                                             ("jetson-agx-thor", "10.16"),
+                                             ("jetson-orin-nano", "10.16"),
+                                             ("cuda-gpu", "11.4")])  # fmt: skip
+def test_tensorrt_bundles_pass_on_jetpack_7_and_tensorrt_11(trt_int8, target, version):
+    checks = run_checks(trt_int8, target=target, version=version)
+    assert all(c.ok for c in checks.values()), checks
+    if version == "11.4":
+        assert "by the 11.1 table" in checks["operators"].detail
 
 
 def test_exported_and_tensorrt_quantized_bundles_pass(tiny_vqa_bundle, trt_int8):

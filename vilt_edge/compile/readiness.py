@@ -57,14 +57,28 @@ def available_tables() -> list[str]:
 @cache
 def operator_table(version: str) -> dict[str, Any]:
     """The onnx-tensorrt operator table for TensorRT `version` ("10.3", or "10.3.0.26": only
-    major.minor counts)."""
+    major.minor counts). Where none ships for that minor release, the newest earlier table of
+    the same major stands for it (its "table" key says which): a minor release adds operators,
+    so the earlier table can only under-state what the version runs."""
     key = ".".join(version.split(".")[:2])
     path = TABLE_DIR / f"tensorrt-{key}.json"
-    if not path.is_file():
+    if path.is_file():
+        return {**json.loads(path.read_text(encoding="utf-8")), "table": key}
+    wanted = _numbers(key)
+    earlier = [v for v in available_tables() if v.split(".")[0] == key.split(".")[0]]
+    earlier = [v for v in earlier if _numbers(v) < wanted]
+    if not wanted or not earlier:
         raise InputError(
             f"no operator table for TensorRT {version} (tables: {', '.join(available_tables())})"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    stand_in = earlier[-1]
+    table = json.loads((TABLE_DIR / f"tensorrt-{stand_in}.json").read_text(encoding="utf-8"))
+    return {**table, "table": stand_in}
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    parts = version.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
 
 
 def _initializers(model) -> dict[str, np.ndarray]:
@@ -88,7 +102,10 @@ def _all_nodes(graph):
 
 
 def _check_operators(model, version: str) -> Check:
-    table = operator_table(version)["operators"]
+    found = operator_table(version)
+    table = found["operators"]
+    if found["table"] != ".".join(version.split(".")[:2]):
+        version = f"{version} (by the {found['table']} table: none ships for {version})"
     unsupported: dict[str, int] = {}
     for node in _all_nodes(model.graph):
         if node.domain not in ONNX_DOMAINS:

@@ -1,8 +1,9 @@
 """This machine: what it is (`machine_description`, recorded with every figure) and which device
 profile it matches (`detect_host`).
 
-A Jetson is named by /proc/device-tree/model; another machine with an NVIDIA GPU is cuda-gpu;
-otherwise the CPU profile whose ISA flags the host has (the most capable first).
+A Jetson is named by /proc/device-tree/model (or, on Thor, its DMI product name); another
+machine with an NVIDIA GPU is cuda-gpu; otherwise the CPU profile whose ISA flags the host has
+(the most capable first).
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def detect_host(
     profiles = load_profiles()
     if device_tree_model is None:
         device_tree_model = _read("/proc/device-tree/model").replace("\x00", "")
+        # Thor's platform scripts name the board by its DMI product name instead.
+        device_tree_model += "\n" + _read("/sys/devices/virtual/dmi/id/product_name")
     for profile in profiles.values():
         if profile.detect and profile.detect in device_tree_model:
             return profile
