@@ -99,14 +99,15 @@ def one_line(error: pytest.ExceptionInfo, *fragments: str) -> str:
 
 
 # The stub versions the real surfaces stand for: JetPack 5.1 (8.5, read from the nearest 8.x
-# bindings wheel, 8.6.1), JetPack 6 (10.3), JetPack 7 for Thor (10.13) and the newest 11.x.
-VERSIONS = ["8.5.2.2", "10.3.0.30", "10.13.3.9", "11.4.0.106"]
+# bindings wheel, 8.6.1), JetPack 6 (10.3), JetPack 7.1 on Thor (10.13), JetPack 7.2 on Orin and
+# Thor (10.16) and the newest 11.x.
+VERSIONS = ["8.5.2.2", "10.3.0.30", "10.13.3.9", "10.16.1.11", "11.4.0.106"]
 WEAK_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
 
 
 def test_each_version_runs_against_its_own_real_surface(trt_stub):
     surfaces = {trt_stub(version=v).surface["version"] for v in VERSIONS}
-    assert surfaces == {"8.6.1", "10.3.0", "10.13.3.9", "11.4.0.106"}
+    assert surfaces == {"8.6.1", "10.3.0", "10.13.3.9", "10.16.1.11", "11.4.0.106"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -460,7 +461,12 @@ def test_trtexec_command_fp32_has_no_precision_flags():
 
 @pytest.mark.parametrize(
     ("version", "flags"),
-    [("10.3", ["--stronglyTyped"]), ("10.13", ["--stronglyTyped"]), ("11.4", [])],
+    [
+        ("10.3", ["--stronglyTyped"]),
+        ("10.13", ["--stronglyTyped"]),
+        ("10.16", ["--stronglyTyped"]),
+        ("11.4", []),
+    ],  # fmt: skip
 )
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_trtexec_command_per_version(version, flags, precision):
@@ -890,7 +896,9 @@ def test_dla_support_by_release(version, dla):
 def test_plans_are_checked_against_the_versions_real_api():
     assert check_plan(build_plan("8.5.2.2", "int8")) == "8.6.1"
     assert check_plan(build_plan("10.3", "fp16")) == "10.3.0"
-    assert check_plan(build_plan("10.15", "int8")) == "10.13.3.9"  # cuda-gpu's: the nearest 10.x
+    assert check_plan(build_plan("10.15", "int8")) == "10.15.1.29"  # cuda-gpu's
+    assert check_plan(build_plan("10.16", "fp16")) == "10.16.1.11"  # JetPack 7.2's
+    assert check_plan(build_plan("10.14", "fp16")) == "10.13.3.9"  # no 10.14 surface: the nearest
     assert check_plan(build_plan("11.4.0.106", "fp16")) == "11.4.0.106"
     weak_on_11 = dataclasses.replace(build_plan("11.4.0.106", "fp16"), builder_flags=("FP16",))
     with pytest.raises(InputError, match="TensorRT 11.4.0.106 has no BuilderFlag.FP16"):
