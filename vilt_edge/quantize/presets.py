@@ -135,7 +135,7 @@ PRESETS: dict[str, Preset] = {
     # OpenVINO directly (its ONNX Runtime provider lists no device on AMD CPUs), float parts in
     # FP32 (BF16 measured no faster there), and the embedding tables stored in int8 (Gather
     # reads them through a DequantizeLinear, which OpenVINO runs as a compressed Gather): same
-    # speed, ViLT-B/32's file 118 MB instead of 189 MB, peak RSS 332 MB instead of 421 MB. On a
+    # speed, ViLT-B/32's file 118 MB instead of 189 MB, peak RSS 366 MB instead of 434 MB. On a
     # 2-core Zen 4 EPYC, ViLT-B/32 side by side: 31.7 ms against 35.1 ms for the x86-avx512-vnni
     # layout in ONNX Runtime (README, "ViLT-B/32 on this CPU"). Static only, like x86-amx.
     "x86-openvino": Preset(
