@@ -416,6 +416,9 @@ def test_vnni_static_int8_takes_openvinos_layout_where_it_is_installed(monkeypat
     assert vnni.preset_for("dynamic").name == "x86-avx512-vnni"  # dynamic stays ONNX Runtime's
     assert vnni.runtime_for("int8", "x86-openvino") == "openvino"
     assert vnni.runtime_for("int8", "x86-avx512-vnni") == "onnxruntime"
+    assert resolve_target("x86-avx2").runtime_for("int8", "x86-openvino") == "openvino"
+    # arm64 lists no OpenVINO: such a bundle compiled there stays on ONNX Runtime
+    assert resolve_target("arm64").runtime_for("int8", "x86-openvino") == "onnxruntime"
     settings = vnni.session_settings(2, "int8", "x86-openvino")
     assert settings["inference_precision"] == "f32" and "execution_provider" not in settings
     for name in ("x86-avx2", "arm64", "x86-amx"):  # no OpenVINO layout of their own

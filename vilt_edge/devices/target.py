@@ -58,12 +58,14 @@ class Target:
     def runtime_for(self, precision: str, preset: str | None = None) -> str:
         """The runtime a compiled bundle of `precision` (INT8: quantized with `preset`) names:
         the profile's, except on a target whose ONNX Runtime provider is its CPU one: OpenVINO
-        for BF16 (that provider has no BF16 on x86) and for INT8 in an OpenVINO layout."""
+        for BF16 (that provider has no BF16 on x86) and, where the profile lists OpenVINO among
+        its runtimes (x86), for INT8 in an OpenVINO layout."""
         if self.runtime == "onnxruntime" and not self.on_openvino:
             if precision == "bf16":
                 return "openvino"
             layout = PRESETS.get(preset or "")
-            if precision == "int8" and layout is not None and layout.openvino_precision:
+            openvino_layout = layout is not None and bool(layout.openvino_precision)
+            if precision == "int8" and openvino_layout and "openvino" in self.profile.runtimes:
                 return "openvino"
         return self.runtime
 
