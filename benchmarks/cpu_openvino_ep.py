@@ -62,14 +62,14 @@ for name, path in graphs.items():
         ep = {"device_type": "CPU", "num_of_threads": str(threads),
               "load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": precision,
                                                  "PERFORMANCE_HINT": "LATENCY"}})}
-        if mode == "plugin":
+        if mode == "plugin":  # vilt-edge's own runner, as a compiled x86-amx bundle runs
             from vilt_edge.runtimes.onnxruntime import OnnxRuntimeRunner
             runner = OnnxRuntimeRunner(path, threads, {"execution_provider": "openvino",
                                                        "inference_precision": precision})
-            session = runner._session
-        else:
-            session = ort.InferenceSession(path, options,
-                                           providers=[("OpenVINOExecutionProvider", ep)])
+            calls[f"{name} {precision}"] = lambda r=runner: r.run(feeds)
+            continue
+        session = ort.InferenceSession(path, options,
+                                       providers=[("OpenVINOExecutionProvider", ep)])
         names = {i.name for i in session.get_inputs()}
         mine = {k: v for k, v in feeds.items() if k in names}
         calls[f"{name} {precision}"] = lambda s=session, f=mine: s.run(None, f)
