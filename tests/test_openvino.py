@@ -140,6 +140,35 @@ def test_model_cache_makes_a_warm_start_and_is_keyed_by_cpu_and_version(
     assert model_cache_dir("2026.4.1") != before  # another CPU's blobs are not this one's
 
 
+def test_a_damaged_or_unsealed_cache_blob_is_dropped_and_compiled_anew(tiny_vqa_bundle):
+    """OpenVINO loads a damaged blob without noticing and answers wrongly; the runner checks
+    each blob against the sha256 recorded when it was written and drops what does not match
+    (a bad sector) or has none (a write cut short), so the model is compiled anew."""
+    model = tiny_vqa_bundle / "model.onnx"
+    runtime = ViltRuntime.load(tiny_vqa_bundle, threads=1)
+    feeds = synthetic_feeds(runtime, (64, 64), 12, 2)
+    with OpenVinoRunner(model, threads=1) as cold:
+        expected, cache = cold.run(feeds), cold.cache
+        assert cold.describe()["model_cache_dropped"] == []
+    blobs = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".sha256")]
+    assert blobs and all(p.with_name(p.name + ".sha256").is_file() for p in blobs)
+    blob = blobs[0]
+    data = bytearray(blob.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(min(4096, len(data) - middle))
+    blob.write_bytes(bytes(data))
+    with OpenVinoRunner(model, threads=1) as repaired:
+        assert repaired.describe()["model_cache_dropped"] == [blob.name]
+        np.testing.assert_allclose(repaired.run(feeds), expected, atol=1e-5)
+    assert ov_module._digest(blob) == blob.with_name(blob.name + ".sha256").read_text().strip()
+
+    blob.with_name(blob.name + ".sha256").unlink()  # as if the write had been cut short
+    with OpenVinoRunner(model, threads=1) as again:
+        assert again.describe()["model_cache_dropped"] == [blob.name]
+    with OpenVinoRunner(model, threads=1) as warm:
+        assert warm.describe()["model_cache_dropped"] == []  # sealed again: kept
+
+
 def test_openvino_runner_refuses_bad_settings_and_files(tiny_vqa_bundle, tmp_path):
     with pytest.raises(BundleError, match="inference_precision must be one of f32, bf16"):
         OpenVinoRunner(tiny_vqa_bundle / "model.onnx", settings={"inference_precision": "fp8"})
@@ -201,13 +230,14 @@ def test_openvino_provider_without_a_device_is_one_line(tiny_vqa_bundle, monkeyp
     assert "compile the bundle with --target cpu" in str(caught.value)
 
 
-def test_openvino_provider_options(monkeypatch):
-    options = ov_module.openvino_ep_options({"inference_precision": "f32"}, threads=3)
+def test_openvino_provider_options(tiny_vqa_bundle, monkeypatch):
+    model = tiny_vqa_bundle / "model.onnx"
+    options = ov_module.openvino_ep_options({"inference_precision": "f32"}, 3, model)
     assert options["device_type"] == "CPU" and options["num_of_threads"] == "3"
     assert json.loads(options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert Path(options["cache_dir"]).is_dir()
     flags(monkeypatch, AMX)
-    bf16 = ov_module.openvino_ep_options({"inference_precision": "bf16"}, threads=None)
+    bf16 = ov_module.openvino_ep_options({"inference_precision": "bf16"}, None, model)
     assert json.loads(bf16["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "bf16"
     assert "num_of_threads" not in bf16
 

@@ -74,7 +74,8 @@ class OnnxRuntimeRunner(RunnerBase):
             from vilt_edge.runtimes.openvino import openvino_ep_devices, openvino_ep_options
 
             devices = openvino_ep_devices(onnxruntime)
-            options.add_provider_for_devices(devices, openvino_ep_options(settings, self.threads))
+            ep_options = openvino_ep_options(settings, self.threads, self.model_path)
+            options.add_provider_for_devices(devices, ep_options)
             providers = None  # the session's providers are the ones added for its devices
         elif self.execution_provider != "cpu":
             raise BundleError(
@@ -89,6 +90,11 @@ class OnnxRuntimeRunner(RunnerBase):
             raise BundleError(
                 f"{self.model_path}: onnxruntime cannot load this model ({first_line(error)})"
             ) from None
+        if self.execution_provider == "openvino":
+            from vilt_edge.runtimes.openvino import seal_cache
+
+            cache = ep_options.get("cache_dir")
+            seal_cache(Path(cache) if cache else None)
         self.input_names = [node.name for node in self._session.get_inputs()]
         # Graphs exported since EXPORT_REVISION 3 take any text length up to the bundle's, so
         # the runtime can cut a batch's padding columns (`vilt_edge.runtime.trim_padding`).

@@ -77,16 +77,77 @@ def inference_precision(settings: dict[str, Any]) -> str:
     return precision
 
 
-def _cache_settings(settings: dict[str, Any], version: str) -> Path | None:
-    """The model cache folder, made; None where the manifest turns the cache off."""
+def _cache_settings(
+    settings: dict[str, Any], version: str, model_path: Path
+) -> tuple[Path | None, list[str]]:
+    """This model's cache folder, made and checked (`drop_damaged`): (folder, names dropped);
+    None where the manifest turns the cache off or the cache cannot be written."""
     if settings.get("model_cache") is False:
-        return None
-    folder = model_cache_dir(version)
+        return None, []
+    folder = model_cache_dir(version) / _model_key(model_path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        return folder, drop_damaged(folder)
     except OSError:
-        return None  # a read-only home: compile at every load rather than fail
-    return folder
+        return None, []  # a read-only home: compile at every load rather than fail
+
+
+def _model_key(model_path: Path) -> str:
+    """One cache folder per model file (and its weights file), as it is on disk now."""
+    parts = []
+    for path in (model_path, model_path.with_name(model_path.name + ".data")):
+        if path.is_file():
+            stat = path.stat()
+            parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+SEAL = ".sha256"
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def drop_damaged(folder: Path) -> list[str]:
+    """Delete every compiled blob in a model's cache folder that is not as it was written: its
+    sha256 differs from the one recorded beside it when it was written (a bad sector, a file
+    edited), or none was recorded (a write cut short by a power loss). OpenVINO loads a damaged
+    blob without noticing and answers wrongly (tested: 4 KB zeroed in a blob moved the logits
+    by up to 1.7), so the model is compiled anew instead. Returns the names dropped."""
+    dropped = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.name.endswith(SEAL):
+            continue
+        seal = path.with_name(path.name + SEAL)
+        if not seal.is_file() or seal.read_text(encoding="utf-8").strip() != _digest(path):
+            path.unlink(missing_ok=True)
+            seal.unlink(missing_ok=True)
+            dropped.append(path.name)
+    for seal in folder.rglob(f"*{SEAL}"):  # seals whose blob is gone
+        if not seal.with_name(seal.name[: -len(SEAL)]).is_file():
+            seal.unlink(missing_ok=True)
+    return dropped
+
+
+def seal_cache(folder: Path | None) -> None:
+    """Record the sha256 of each blob OpenVINO has just written (atomically, beside it)."""
+    if folder is None:
+        return
+    for path in sorted(folder.rglob("*")):
+        seal = path.with_name(path.name + SEAL)
+        if not path.is_file() or path.name.endswith(SEAL) or seal.is_file():
+            continue
+        partial = seal.with_name(seal.name + ".partial")
+        try:
+            partial.write_text(_digest(path) + "\n", encoding="utf-8")
+            os.replace(partial, seal)
+        except OSError:
+            partial.unlink(missing_ok=True)  # unsealed: dropped and rebuilt at the next load
 
 
 class OpenVinoRunner(RunnerBase):
@@ -115,7 +176,7 @@ class OpenVinoRunner(RunnerBase):
         self.threads = threads if threads is not None else settings.get("intra_op_num_threads")
         self.precision = inference_precision(settings)
         self._version = openvino.__version__.split("-")[0]
-        self.cache = _cache_settings(settings, self._version)
+        self.cache, self.cache_dropped = _cache_settings(settings, self._version, self.model_path)
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": self.precision,
@@ -135,6 +196,7 @@ class OpenVinoRunner(RunnerBase):
                 f"{self.model_path}: OpenVINO cannot compile this model ({first_line(error)})"
             ) from None
         self.compile_ms = (time.perf_counter() - started) * 1000
+        seal_cache(self.cache)
         # What OpenVINO will compute in: it quietly keeps f32 where the CPU lacks BF16.
         effective = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.effective_precision = precision_name(effective)
@@ -166,6 +228,7 @@ class OpenVinoRunner(RunnerBase):
             "inference_precision": self.effective_precision,
             "threads": self.threads or len(os.sched_getaffinity(0)),
             "model_cache": str(self.cache) if self.cache else None,
+            "model_cache_dropped": self.cache_dropped,
             "model": str(self.model_path),
         }
 
@@ -219,8 +282,12 @@ def openvino_ep_devices(onnxruntime: Any) -> list[Any]:
     return devices
 
 
-def openvino_ep_options(settings: dict[str, Any], threads: int | None) -> dict[str, str]:
-    """The provider's options for this bundle: CPU, threads, precision, model cache."""
+def openvino_ep_options(
+    settings: dict[str, Any], threads: int | None, model_path: str | os.PathLike
+) -> dict[str, str]:
+    """The provider's options for this bundle: CPU, threads, precision, model cache (this
+    model's folder, checked as `OpenVinoRunner`'s is; seal it with `seal_cache` once the
+    session is made)."""
     import json
 
     import onnxruntime
@@ -234,7 +301,8 @@ def openvino_ep_options(settings: dict[str, Any], threads: int | None) -> dict[s
     }
     if threads:
         options["num_of_threads"] = str(threads)
-    cache = _cache_settings(settings, f"ep-{onnxruntime.__version__}-{_ep_version()}")
+    version = f"ep-{onnxruntime.__version__}-{_ep_version()}"
+    cache, _ = _cache_settings(settings, version, Path(model_path))
     if cache is not None:
         options["cache_dir"] = str(cache)
     return options
