@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vilt_edge.compile.tensorrt_versions import version_tuple
 from vilt_edge.errors import InputError
 
 TABLE_DIR = Path(__file__).resolve().parents[1] / "devices" / "tensorrt_ops"
@@ -50,7 +51,7 @@ class Check:
 def available_tables() -> list[str]:
     return sorted(
         (p.stem.removeprefix("tensorrt-") for p in TABLE_DIR.glob("tensorrt-*.json")),
-        key=lambda v: tuple(int(x) for x in v.split(".")),
+        key=version_tuple,
     )
 
 
@@ -64,9 +65,9 @@ def operator_table(version: str) -> dict[str, Any]:
     path = TABLE_DIR / f"tensorrt-{key}.json"
     if path.is_file():
         return {**json.loads(path.read_text(encoding="utf-8")), "table": key}
-    wanted = _numbers(key)
-    earlier = [v for v in available_tables() if v.split(".")[0] == key.split(".")[0]]
-    earlier = [v for v in earlier if _numbers(v) < wanted]
+    wanted = version_tuple(key)
+    earlier = [v for v in available_tables() if version_tuple(v)[:1] == wanted[:1]]
+    earlier = [v for v in earlier if version_tuple(v) < wanted]
     if not wanted or not earlier:
         raise InputError(
             f"no operator table for TensorRT {version} (tables: {', '.join(available_tables())})"
@@ -74,11 +75,6 @@ def operator_table(version: str) -> dict[str, Any]:
     stand_in = earlier[-1]
     table = json.loads((TABLE_DIR / f"tensorrt-{stand_in}.json").read_text(encoding="utf-8"))
     return {**table, "table": stand_in}
-
-
-def _numbers(version: str) -> tuple[int, ...]:
-    parts = version.split(".")
-    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else ()
 
 
 def _initializers(model) -> dict[str, np.ndarray]:

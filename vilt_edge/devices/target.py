@@ -63,8 +63,7 @@ class Target:
         if self.runtime == "onnxruntime" and not self.on_openvino:
             if precision == "bf16":
                 return "openvino"
-            layout = PRESETS.get(preset or "")
-            openvino_layout = layout is not None and bool(layout.openvino_precision)
+            openvino_layout = openvino_precision_of(preset) is not None
             if precision == "int8" and openvino_layout and "openvino" in self.profile.runtimes:
                 return "openvino"
         return self.runtime
@@ -137,14 +136,20 @@ class Target:
             # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
             # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
             # budget covers them), as OpenVINO does by default there.
-            layout = PRESETS.get(preset or "")
-            if precision == "int8" and layout is not None and layout.openvino_precision:
-                settings["inference_precision"] = layout.openvino_precision
+            layout_precision = openvino_precision_of(preset)
+            if precision == "int8" and layout_precision is not None:
+                settings["inference_precision"] = layout_precision
             else:
                 bf16_target = "bf16" in self.profile.precisions
                 bf16 = precision == "bf16" or (precision == "int8" and bf16_target)
                 settings["inference_precision"] = "bf16" if bf16 else "f32"
         return settings
+
+
+def openvino_precision_of(preset: str | None) -> str | None:
+    """The float precision of an OpenVINO INT8 layout ("f32" | "bf16"); None for any other."""
+    layout = PRESETS.get(preset or "")
+    return layout.openvino_precision if layout is not None and layout.openvino_precision else None
 
 
 def openvino_installed() -> bool:

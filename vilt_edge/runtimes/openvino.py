@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vilt_edge.bundle import external_data_file, sha256_file
 from vilt_edge.errors import BundleError, first_line
 from vilt_edge.runtimes.base import RunnerBase
 
@@ -95,7 +96,7 @@ def _cache_settings(
 def _model_key(model_path: Path) -> str:
     """One cache folder per model file (and its weights file), as it is on disk now."""
     parts = []
-    for path in (model_path, model_path.with_name(model_path.name + ".data")):
+    for path in (model_path, model_path.with_name(external_data_file(model_path.name))):
         if path.is_file():
             stat = path.stat()
             parts.append(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
@@ -103,14 +104,6 @@ def _model_key(model_path: Path) -> str:
 
 
 SEAL = ".sha256"
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def drop_damaged(folder: Path) -> list[str]:
@@ -124,7 +117,7 @@ def drop_damaged(folder: Path) -> list[str]:
         if not path.is_file() or path.name.endswith(SEAL):
             continue
         seal = path.with_name(path.name + SEAL)
-        if not seal.is_file() or seal.read_text(encoding="utf-8").strip() != _digest(path):
+        if not seal.is_file() or seal.read_text(encoding="utf-8").strip() != sha256_file(path):
             path.unlink(missing_ok=True)
             seal.unlink(missing_ok=True)
             dropped.append(path.name)
@@ -144,7 +137,7 @@ def seal_cache(folder: Path | None) -> None:
             continue
         partial = seal.with_name(seal.name + ".partial")
         try:
-            partial.write_text(_digest(path) + "\n", encoding="utf-8")
+            partial.write_text(sha256_file(path) + "\n", encoding="utf-8")
             os.replace(partial, seal)
         except OSError:
             partial.unlink(missing_ok=True)  # unsealed: dropped and rebuilt at the next load
