@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +42,33 @@ def openvino_default_precision() -> str:
     import openvino
 
     return str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def random_pixels(feeds: dict):
+    """`feeds_for(seed)`: `feeds` with uniform random pixels, NNCF's calibration samples."""
+    rng = np.random.default_rng(0)
+
+    def feeds_for(seed: int) -> dict:
+        shape = feeds["pixel_values"].shape
+        return {**feeds, "pixel_values": rng.uniform(-1, 1, shape).astype(np.float32)}
+
+    return feeds_for
+
+
+def users_cpu_bundle(fp32: Path, work: Path, threads: int) -> tuple[Path, Path]:
+    """The CPU bundle as a user makes it: `quantize --precision int8 --target cpu` (static,
+    calibrated on 16 easy-VQA training examples), then `compile --target cpu`; (quantized,
+    compiled) bundle folders."""
+    from vilt_edge.compile import CompileOptions, compile_bundle
+    from vilt_edge.quantize import QuantizeOptions, quantize_bundle
+
+    print("making the CPU bundle as a user does (quantize, compile --target cpu) ...",
+          file=sys.stderr)  # fmt: skip
+    options = QuantizeOptions(precision="int8", calib="easy-vqa:train", calib_size=16,
+                              threads=threads)  # fmt: skip
+    quantized = quantize_bundle(fp32, work / "users-int8", options).bundle.path
+    users = compile_bundle(quantized, work / "users", CompileOptions(target="cpu"))
+    return quantized, users.bundle.path
 
 
 def nncf_int8(fp32_onnx: Path, feeds_for, out: Path) -> Path:

@@ -314,15 +314,10 @@ def main() -> None:
             with onnxruntime_layout():  # this row is ONNX Runtime's layout on every host
                 variants.append((name, quantize_bundle(fp32, path, options).bundle.path))
 
-        print("making the CPU bundle as a user does (quantize, compile --target cpu) ...",
-              file=sys.stderr)  # fmt: skip
-        from vilt_edge.compile import CompileOptions, compile_bundle
+        from cpu_peers import users_cpu_bundle
 
-        users_int8 = quantize_bundle(
-            fp32, work / "users-int8", QuantizeOptions(precision="int8", **calib)
-        ).bundle.path
-        users = compile_bundle(users_int8, work / "users", CompileOptions(target="cpu"))
-        variants.append((USERS, users.bundle.path))
+        users_int8, users = users_cpu_bundle(fp32, work, args.threads)
+        variants.append((USERS, users))
         from vilt_edge.devices import usable_cpu_flags
 
         if {"amx_bf16", "avx512_bf16"} & usable_cpu_flags() and have("openvino"):
@@ -363,7 +358,7 @@ def main() -> None:
         calls[short] = bundle_call(variants[1][1], height, width, args.threads, SHORT_QUESTION)
         peers = add_peer_calls(calls, hf, fp32, work, height, width, args.threads)
         times = interleaved_times(calls, args.runs, args.rounds)
-        startup = first_answers(fp32, users.bundle.path, work, height, width, args.threads)
+        startup = first_answers(fp32, users, work, height, width, args.threads)
         rows = [(name, times[name], sizes.get(name)) for name in calls]
         eager = times[EAGER]
         # A ceiling is the best this machine does: measured before and after the timing, the
@@ -456,7 +451,7 @@ def main() -> None:
 
 def add_peer_calls(calls, hf, fp32, work, height, width, threads) -> list[str]:
     """The peer rows' callables, added to `calls`; their names (those whose runtime is here)."""
-    from cpu_peers import nncf_int8, openvino_call
+    from cpu_peers import nncf_int8, openvino_call, random_pixels
 
     from vilt_edge.bench import synthetic_feeds
     from vilt_edge.devices import usable_cpu_flags
@@ -481,13 +476,7 @@ def add_peer_calls(calls, hf, fp32, work, height, width, threads) -> list[str]:
     names.append(OV_FP32)
     if have("nncf"):
         print("quantizing: NNCF INT8 (transformer preset) ...", file=sys.stderr)
-        rng = np.random.default_rng(0)
-
-        def feeds_for(seed: int) -> dict:
-            shape = feeds["pixel_values"].shape
-            return {**feeds, "pixel_values": rng.uniform(-1, 1, shape).astype(np.float32)}
-
-        model = nncf_int8(fp32 / "model.onnx", feeds_for, work / "nncf")
+        model = nncf_int8(fp32 / "model.onnx", random_pixels(feeds), work / "nncf")
         calls[OV_NNCF] = openvino_call(str(model), feeds, threads, precision=None)
         names.append(OV_NNCF)
     return names
