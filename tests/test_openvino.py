@@ -199,7 +199,7 @@ def test_without_the_extra_the_runners_say_what_to_install(tiny_vqa_bundle, monk
 # ONNX Runtime's OpenVINO execution provider
 
 
-def test_openvino_provider_runs_here_or_says_why_not(tiny_vqa_bundle):
+def test_openvino_provider_runs_here_or_says_why_not(tiny_vqa_bundle, capfd):
     runtime = ViltRuntime.load(tiny_vqa_bundle, threads=1)
     feeds = synthetic_feeds(runtime, (64, 96), 11, 2)
     settings = {"execution_provider": "openvino", "intra_op_num_threads": 1}
@@ -217,6 +217,16 @@ def test_openvino_provider_runs_here_or_says_why_not(tiny_vqa_bundle):
         np.testing.assert_allclose(
             runner.run(feeds), runtime.runner.run(feeds), atol=1e-4, rtol=1e-4
         )
+    # The provider took every option (it ignores its classic ones with a warning on stderr),
+    # and its model cache was written and sealed, so the next load finds it and keeps it.
+    assert "is ignored" not in capfd.readouterr().err
+    _, cache = ov_module.openvino_ep_options(settings, 1, tiny_vqa_bundle / "model.onnx")
+    blobs = [p for p in cache.iterdir() if not p.name.endswith(ov_module.SEAL)]
+    assert blobs and all(p.with_name(p.name + ov_module.SEAL).is_file() for p in blobs)
+    OnnxRuntimeRunner(tiny_vqa_bundle / "model.onnx", settings=settings).close()
+    assert sorted(cache.iterdir()) == sorted(
+        [*blobs, *(p.with_name(p.name + ov_module.SEAL) for p in blobs)]
+    )
 
 
 def test_openvino_provider_without_a_device_is_one_line(tiny_vqa_bundle, monkeypatch):
@@ -233,14 +243,16 @@ def test_openvino_provider_without_a_device_is_one_line(tiny_vqa_bundle, monkeyp
 
 def test_openvino_provider_options(tiny_vqa_bundle, monkeypatch):
     model = tiny_vqa_bundle / "model.onnx"
-    options = ov_module.openvino_ep_options({"inference_precision": "f32"}, 3, model)
-    assert options["device_type"] == "CPU" and options["num_of_threads"] == "3"
-    assert json.loads(options["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "f32"
-    assert Path(options["cache_dir"]).is_dir()
+    options, cache = ov_module.openvino_ep_options({"inference_precision": "f32"}, 3, model)
+    # Everything as OpenVINO properties: the plugin ignores its classic options (with a warning)
+    assert list(options) == ["load_config"]
+    cpu = json.loads(options["load_config"])["CPU"]
+    assert cpu["INFERENCE_PRECISION_HINT"] == "f32" and cpu["INFERENCE_NUM_THREADS"] == "3"
+    assert Path(cpu["CACHE_DIR"]) == cache and cache.is_dir()
     flags(monkeypatch, AMX)
-    bf16 = ov_module.openvino_ep_options({"inference_precision": "bf16"}, None, model)
-    assert json.loads(bf16["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"] == "bf16"
-    assert "num_of_threads" not in bf16
+    bf16, _ = ov_module.openvino_ep_options({"inference_precision": "bf16"}, None, model)
+    cpu = json.loads(bf16["load_config"])["CPU"]
+    assert cpu["INFERENCE_PRECISION_HINT"] == "bf16" and "INFERENCE_NUM_THREADS" not in cpu
 
 
 # BF16 bundles

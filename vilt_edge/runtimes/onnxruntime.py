@@ -74,7 +74,7 @@ class OnnxRuntimeRunner(RunnerBase):
             from vilt_edge.runtimes.openvino import openvino_ep_devices, openvino_ep_options
 
             devices = openvino_ep_devices(onnxruntime)
-            ep_options = openvino_ep_options(settings, self.threads, self.model_path)
+            ep_options, cache = openvino_ep_options(settings, self.threads, self.model_path)
             options.add_provider_for_devices(devices, ep_options)
             providers = None  # the session's providers are the ones added for its devices
         elif self.execution_provider != "cpu":
@@ -93,8 +93,7 @@ class OnnxRuntimeRunner(RunnerBase):
         if self.execution_provider == "openvino":
             from vilt_edge.runtimes.openvino import seal_cache
 
-            cache = ep_options.get("cache_dir")
-            seal_cache(Path(cache) if cache else None)
+            seal_cache(cache)
         self.input_names = [node.name for node in self._session.get_inputs()]
         # Graphs exported since EXPORT_REVISION 3 take any text length up to the bundle's, so
         # the runtime can cut a batch's padding columns (`vilt_edge.runtime.trim_padding`).

@@ -277,28 +277,29 @@ def openvino_ep_devices(onnxruntime: Any) -> list[Any]:
 
 def openvino_ep_options(
     settings: dict[str, Any], threads: int | None, model_path: str | os.PathLike
-) -> dict[str, str]:
-    """The provider's options for this bundle: CPU, threads, precision, model cache (this
-    model's folder, checked as `OpenVinoRunner`'s is; seal it with `seal_cache` once the
-    session is made)."""
+) -> tuple[dict[str, str], Path | None]:
+    """The provider's options for this bundle (CPU threads, precision, model cache) and the
+    model cache's folder (this model's, checked as `OpenVinoRunner`'s is; seal it with
+    `seal_cache` once the session is made; None where the cache is off). The plugin provider
+    (1.8) takes them all as OpenVINO properties in `load_config`: its classic `num_of_threads`
+    and `cache_dir` options are ignored with a warning (so a bundle's threads and cache were
+    silently lost, seen on an AMX Xeon), and the device comes from the `OrtEpDevice` the
+    session is given, not from `device_type`."""
     import json
 
     import onnxruntime
 
-    precision = inference_precision(settings)
-    options = {
-        "device_type": "CPU",
-        "load_config": json.dumps(
-            {"CPU": {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}}
-        ),
+    cpu: dict[str, str] = {
+        "INFERENCE_PRECISION_HINT": inference_precision(settings),
+        "PERFORMANCE_HINT": "LATENCY",
     }
     if threads:
-        options["num_of_threads"] = str(threads)
+        cpu["INFERENCE_NUM_THREADS"] = str(threads)
     version = f"ep-{onnxruntime.__version__}-{_ep_version()}"
     cache, _ = _cache_settings(settings, version, Path(model_path))
     if cache is not None:
-        options["cache_dir"] = str(cache)
-    return options
+        cpu["CACHE_DIR"] = str(cache)
+    return {"load_config": json.dumps({"CPU": cpu})}, cache
 
 
 def _ep_version() -> str:
