@@ -253,6 +253,11 @@ def test_openvino_provider_options(tiny_vqa_bundle, monkeypatch):
     bf16, _ = ov_module.openvino_ep_options({"inference_precision": "bf16"}, None, model)
     cpu = json.loads(bf16["load_config"])["CPU"]
     assert cpu["INFERENCE_PRECISION_HINT"] == "bf16" and "INFERENCE_NUM_THREADS" not in cpu
+    # One cache folder per compile config: the provider names its blob by the model alone, and
+    # a BF16 session loading an FP32 session's blob of the same file fails in OpenVINO.
+    _, f32 = ov_module.openvino_ep_options({"inference_precision": "f32"}, None, model)
+    _, again = ov_module.openvino_ep_options({"inference_precision": "f32"}, None, model)
+    assert Path(cpu["CACHE_DIR"]) != f32 and f32 == again
 
 
 # BF16 bundles
@@ -379,9 +384,9 @@ def test_compile_for_openvino_targets(tiny_vqa_bundle, tmp_path, monkeypatch):
     assert settings["inference_precision"] == "f32"  # FP32 stays FP32 (not OpenVINO's BF16)
     assert settings["intra_op_num_threads"] == 2  # the profile's cores: a named target
 
-    dynamic = quantize_bundle(
-        tiny_vqa_bundle, tmp_path / "dyn", QuantizeOptions(precision="int8", mode="dynamic")
-    ).bundle.path
+    # Named: `cpu` on an AMX host is x86-amx, which makes no dynamic INT8 at all.
+    dynamic_options = QuantizeOptions(precision="int8", mode="dynamic", target="x86-avx512-vnni")
+    dynamic = quantize_bundle(tiny_vqa_bundle, tmp_path / "dyn", dynamic_options).bundle.path
     result = runner.invoke(
         app, ["compile", str(dynamic), "--target", "x86-amx", "-o", str(tmp_path / "x")]
     )

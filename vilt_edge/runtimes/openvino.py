@@ -79,13 +79,17 @@ def inference_precision(settings: dict[str, Any]) -> str:
 
 
 def _cache_settings(
-    settings: dict[str, Any], version: str, model_path: Path
+    settings: dict[str, Any], version: str, model_path: Path, config: str = ""
 ) -> tuple[Path | None, list[str]]:
     """This model's cache folder, made and checked (`drop_damaged`): (folder, names dropped);
-    None where the manifest turns the cache off or the cache cannot be written."""
+    None where the manifest turns the cache off or the cache cannot be written. `config` (the
+    properties it is compiled with) keys the folder too: ONNX Runtime's OpenVINO provider names
+    its blob by the model alone, so a BF16 session of a graph loaded the blob an FP32 session
+    of the same file had written and failed in OpenVINO ("Failed to broadcast work_amount",
+    seen on an AMX Xeon)."""
     if settings.get("model_cache") is False:
         return None, []
-    folder = model_cache_dir(version) / _model_key(model_path)
+    folder = model_cache_dir(version) / _model_key(model_path, config)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         return folder, drop_damaged(folder)
@@ -93,9 +97,10 @@ def _cache_settings(
         return None, []  # a read-only home: compile at every load rather than fail
 
 
-def _model_key(model_path: Path) -> str:
-    """One cache folder per model file (and its weights file), as it is on disk now."""
-    parts = []
+def _model_key(model_path: Path, config: str = "") -> str:
+    """One cache folder per model file (and its weights file), as it is on disk now, and per
+    compile `config`."""
+    parts = [config] if config else []
     for path in (model_path, model_path.with_name(external_data_file(model_path.name))):
         if path.is_file():
             stat = path.stat()
@@ -296,7 +301,7 @@ def openvino_ep_options(
     if threads:
         cpu["INFERENCE_NUM_THREADS"] = str(threads)
     version = f"ep-{onnxruntime.__version__}-{_ep_version()}"
-    cache, _ = _cache_settings(settings, version, Path(model_path))
+    cache, _ = _cache_settings(settings, version, Path(model_path), json.dumps(cpu, sort_keys=True))
     if cache is not None:
         cpu["CACHE_DIR"] = str(cache)
     return {"load_config": json.dumps({"CPU": cpu})}, cache
