@@ -58,6 +58,7 @@ def test_amx_needs_the_flags_and_the_kernels_grant(tiles, expected):
     assert found.name == expected
 
 
+@pytest.mark.real_amx_grant
 def test_tile_grant_is_asked_of_the_kernel_once(monkeypatch):
     calls = []
     monkeypatch.setattr(host_module, "host_cpu_flags", lambda: set(AMX))
@@ -73,6 +74,7 @@ def test_tile_grant_is_asked_of_the_kernel_once(monkeypatch):
         host_module.amx_tiles_granted.cache_clear()
 
 
+@pytest.mark.real_amx_grant
 def test_this_hosts_amx_answer_is_the_kernels():
     """On this machine: AMX is usable exactly when the flags are there and the real
     arch_prctl request succeeds; without the flags the request is not even made."""
