@@ -264,22 +264,18 @@ def have(module: str) -> bool:
 
 
 def onnxruntime_layout():
-    """As without OpenVINO: the host family's ONNX Runtime INT8 layout (x86-avx512-vnni's
-    static INT8 otherwise takes OpenVINO's, which the user's CPU bundle row shows)."""
+    """As without OpenVINO and AMX tiles: the host family's ONNX Runtime INT8 layout
+    (x86-avx512-vnni's static INT8 otherwise takes OpenVINO's, and an AMX host is x86-amx, which
+    makes no dynamic INT8; the user's CPU bundle row shows both)."""
+    import contextlib
     from unittest import mock
 
-    from vilt_edge.devices import target
+    from vilt_edge.devices import host, target
 
-    return mock.patch.object(target, "openvino_installed", lambda: False)
-
-
-def ort_cpu_family() -> str:
-    """The CPU profile this host matches on ONNX Runtime's own CPU provider (an AMX host's
-    AVX-512 VNNI family: the kernels ONNX Runtime runs are the same on both)."""
-    from vilt_edge.devices.host import detect_host
-
-    host = detect_host(has_nvidia_gpu=False, amx_tiles=False)
-    return host.name if host is not None else "cpu"
+    patches = contextlib.ExitStack()
+    patches.enter_context(mock.patch.object(target, "openvino_installed", lambda: False))
+    patches.enter_context(mock.patch.object(host, "amx_tiles_granted", lambda: False))
+    return patches
 
 
 STATIC = "INT8 static (Q/DQ), ONNX Runtime layout"
@@ -310,15 +306,9 @@ def main() -> None:
         fp32 = export_bundle(hf, work / "fp32").path
         variants = [("vilt-edge FP32 (ONNX Runtime)", fp32)]
         calib = dict(calib="easy-vqa:train", calib_size=16, threads=args.threads)
-        # The ONNX Runtime rows take the host's family as it is without AMX tiles: x86-amx's
-        # own INT8 is the user's CPU bundle row, on OpenVINO's provider.
-        ort_family = ort_cpu_family()
         for name, options in [
-            (
-                "INT8 dynamic",
-                QuantizeOptions(precision="int8", mode="dynamic", target=ort_family),
-            ),
-            (STATIC, QuantizeOptions(precision="int8", target=ort_family, **calib)),
+            ("INT8 dynamic", QuantizeOptions(precision="int8", mode="dynamic")),
+            (STATIC, QuantizeOptions(precision="int8", **calib)),
             (
                 "INT8 static, TensorRT preset (in ONNX Runtime)",
                 QuantizeOptions(precision="int8", target="jetson-orin-nano", **calib),
