@@ -87,11 +87,11 @@ def pytest_configure(config) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def host_without_amx_tiles():
     """The suite means the same on every host: `--target cpu` on an AMX Xeon would otherwise be
-    x86-amx (no dynamic INT8, OpenVINO's provider), elsewhere an ONNX Runtime family. So, for
-    fixtures of every scope, the kernel's AMX grant reads as refused and an AMX host detects as
-    x86-avx512-vnni (what it is without the grant). The x86-amx path is tested by naming it or
-    by patching the flags (tests/test_openvino.py); the real grant by the tests marked
-    `real_amx_grant`; the real provider plugin, on Intel hosts, by
+    x86-amx (static INT8 in OpenVINO's layout on OpenVINO's provider), elsewhere an ONNX Runtime
+    family. So, for fixtures of every scope, the kernel's AMX grant reads as refused and an AMX
+    host detects as x86-avx512-vnni (what it is without the grant). The x86-amx path is tested
+    by naming it or by patching the flags (tests/test_openvino.py); the real grant by the tests
+    marked `real_amx_grant`; the real provider plugin, on Intel hosts, by
     `test_openvino_provider_runs_here_or_says_why_not`. Yields the real `amx_tiles_granted`."""
     from vilt_edge.devices import host
 

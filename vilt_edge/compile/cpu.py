@@ -86,7 +86,9 @@ def _cpu_files(
         "optimization": "onnxruntime extended graph optimizations, offline",
         "onnxruntime": onnxruntime.__version__,
         "runtime": target.runtime,
-        "runtime_settings": target.session_settings(options.threads, bundle.manifest.precision),
+        "runtime_settings": target.session_settings(
+            options.threads, bundle.manifest.precision, _preset(bundle)
+        ),
     }
 
 

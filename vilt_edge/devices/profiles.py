@@ -67,6 +67,9 @@ class DeviceProfile:
     peak_bf16_tflops: float = 0.0  # dense BF16 (AMX-BF16, AVX512-BF16); 0: none
     # Static INT8 with this preset (an OpenVINO layout) where OpenVINO is installed; "": none
     openvino_preset: str = ""
+    # Dynamic INT8 with this preset (an ONNX Runtime layout, run on its CPU provider) where
+    # `quantize_preset` is static only; "": the device runs no dynamic INT8
+    dynamic_preset: str = ""
 
     @property
     def is_jetson(self) -> bool:
@@ -132,6 +135,12 @@ def _parse(path: Path) -> DeviceProfile:
         raise InputError(
             f"device profile {path.name}: openvino_preset {profile.openvino_preset!r} is not an "
             f"OpenVINO preset"
+        )
+    dynamic = PRESETS.get(profile.dynamic_preset)
+    if profile.dynamic_preset and (dynamic is None or not dynamic.onnxruntime_fusions):
+        raise InputError(
+            f"device profile {path.name}: dynamic_preset {profile.dynamic_preset!r} is not an "
+            f"ONNX Runtime CPU preset"
         )
     return profile
 

@@ -55,6 +55,14 @@ class Target:
         first = self.profile.onnxruntime_providers[:1]
         return "openvino" if first == ("OpenVINOExecutionProvider",) else "cpu"
 
+    def execution_provider_for(self, precision: str, preset: str | None = None) -> str:
+        """ONNX Runtime's provider for a bundle of `precision` (INT8: quantized with `preset`):
+        the target's, except INT8 in an ONNX Runtime layout (its fused contrib ops, dynamic
+        INT8's among them), which only ONNX Runtime's CPU provider runs at speed."""
+        if precision == "int8" and onnxruntime_layout(preset):
+            return "cpu"
+        return self.execution_provider
+
     def runtime_for(self, precision: str, preset: str | None = None) -> str:
         """The runtime a compiled bundle of `precision` (INT8: quantized with `preset`) names:
         the profile's, except on a target whose ONNX Runtime provider is its CPU one: OpenVINO
@@ -75,7 +83,11 @@ class Target:
 
     def runs_on_openvino(self, precision: str, preset: str | None = None) -> bool:
         """Whether a compiled bundle of `precision` (and INT8 `preset`) runs on OpenVINO here."""
-        return self.on_openvino or self.runtime_for(precision, preset) == "openvino"
+        if self.runtime_for(precision, preset) == "openvino":
+            return True
+        return self.runtime == "onnxruntime" and (
+            self.execution_provider_for(precision, preset) == "openvino"
+        )
 
     @property
     def openvino_int8(self) -> bool:
@@ -88,6 +100,8 @@ class Target:
         """How INT8 of `mode` is laid out for this target (`vilt_edge.quantize.presets`)."""
         if mode == "static" and self.openvino_int8:
             return PRESETS[self.profile.openvino_preset]
+        if mode == "dynamic" and self.profile.dynamic_preset:
+            return PRESETS[self.profile.dynamic_preset]
         return PRESETS[self.profile.quantize_preset]
 
     @property
@@ -130,8 +144,9 @@ class Target:
             "enable_mem_pattern": False,
         }
         on_ort = self.runtime_for(precision, preset) == "onnxruntime"
-        if on_ort and self.execution_provider != "cpu":
-            settings["execution_provider"] = self.execution_provider
+        provider = self.execution_provider_for(precision, preset)
+        if on_ort and provider != "cpu":
+            settings["execution_provider"] = provider
         if self.runs_on_openvino(precision, preset):
             # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
             # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
@@ -150,6 +165,12 @@ def openvino_precision_of(preset: str | None) -> str | None:
     """The float precision of an OpenVINO INT8 layout ("f32" | "bf16"); None for any other."""
     layout = PRESETS.get(preset or "")
     return layout.openvino_precision if layout is not None and layout.openvino_precision else None
+
+
+def onnxruntime_layout(preset: str | None) -> bool:
+    """Whether `preset` is an ONNX Runtime CPU layout (its fused contrib ops, dynamic INT8)."""
+    layout = PRESETS.get(preset or "")
+    return layout is not None and layout.onnxruntime_fusions
 
 
 def openvino_installed() -> bool:
