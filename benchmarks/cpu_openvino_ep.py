@@ -14,6 +14,8 @@ where the CPU has it):
 - the FP32 graph;
 - the x86-openvino / x86-amx layout (symmetric Q/DQ on MatMul inputs, calibrated on 16 easy-VQA
   training examples);
+- the same with attention's two activation products in float (the x86-amx-float-attention
+  preset, quantized for a device profile naming it), the lead an AMX host is to decide;
 - the TensorRT layout (the same, plus the patch projection's Conv, were it a Conv).
 
 Each runtime runs in its own fresh process per round (the two ONNX Runtime builds cannot share
@@ -100,6 +102,25 @@ def plugin_runs_here() -> str | None:
     return None
 
 
+def float_attention_target(folder: Path) -> str:
+    """A device profile like x86-amx naming the x86-amx-float-attention preset, in `folder`
+    (added to $VILT_EDGE_DEVICES); returns its name."""
+    import os
+
+    from vilt_edge.devices.profiles import EXTRA_DIRS_ENV, PROFILE_DIR
+
+    name = "x86-amx-float-attention"
+    text = (PROFILE_DIR / "x86-amx.toml").read_text()
+    text = text.replace('name = "x86-amx"', f'name = "{name}"')
+    text = text.replace('quantize_preset = "x86-amx"', f'quantize_preset = "{name}"')
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.toml").write_text(text)
+    os.environ[EXTRA_DIRS_ENV] = os.pathsep.join(
+        part for part in (os.environ.get(EXTRA_DIRS_ENV, ""), str(folder)) if part
+    )
+    return name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ep-python", help="a Python with onnxruntime-openvino installed")
@@ -132,7 +153,11 @@ def main() -> None:
         fp32 = export_bundle(b32_directory(work / "hf"), work / "fp32").path
         calib = dict(calib="easy-vqa:train", calib_size=16, threads=args.threads)
         graphs = {"FP32 graph": str(fp32 / "model.onnx")}
-        layouts = [("x86-amx layout", "x86-amx"), ("TensorRT layout", "jetson-orin-nano")]
+        layouts = [
+            ("x86-amx layout", "x86-amx"),
+            ("x86-amx layout, float attention", float_attention_target(work / "devices")),
+            ("TensorRT layout", "jetson-orin-nano"),
+        ]
         for name, target in layouts:
             print(f"quantizing: {name} ...", file=sys.stderr)
             options = QuantizeOptions(precision="int8", target=target, **calib)

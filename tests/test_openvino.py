@@ -376,6 +376,53 @@ def test_x86_amx_int8_is_symmetric_qdq_on_matmul_inputs(tiny_vqa_bundle, tmp_pat
     _standard_ops_only(out / "model.onnx")
 
 
+def test_float_attention_keeps_attentions_activation_products_float(
+    tiny_vqa_bundle, tmp_path, monkeypatch
+):
+    """The x86-amx-float-attention preset, named by a user's device profile: every MatMul with
+    a weight reads int8 Q/DQ, the two activation products of each layer's attention read float,
+    and the bundle answers close to its FP32 source."""
+    from vilt_edge.devices import profiles
+    from vilt_edge.quantize.graph import activation_matmuls, layer_groups
+
+    fp32 = onnx.load(tiny_vqa_bundle / "model.onnx")
+    layers = sum(group.startswith("layer.") for group in layer_groups(fp32))
+    attention = activation_matmuls(fp32)
+    assert layers and len(attention) == 2 * layers, attention
+    folder = tmp_path / "devices"
+    folder.mkdir()
+    text = (profiles.PROFILE_DIR / "x86-amx.toml").read_text()
+    (folder / "x86-mine.toml").write_text(
+        text.replace('name = "x86-amx"', 'name = "x86-mine"').replace(
+            'quantize_preset = "x86-amx"', 'quantize_preset = "x86-amx-float-attention"'
+        )
+    )
+    monkeypatch.setenv("VILT_EDGE_DEVICES", str(folder))
+    options = QuantizeOptions(precision="int8", calib=CALIB, calib_size=16, target="x86-mine")
+    int8 = quantize_bundle(tiny_vqa_bundle, tmp_path / "int8", options).bundle.path
+    preset = json.loads((int8 / "manifest.json").read_text())["extra"]["quantize"]["preset"]
+    assert preset["name"] == "x86-amx-float-attention" and preset["float_attention"]
+    model = onnx.load(int8 / "model.onnx")
+    _standard_ops_only(int8 / "model.onnx")
+    produced_by = {out: node.op_type for node in model.graph.node for out in node.output}
+    matmuls = [node for node in model.graph.node if node.op_type == "MatMul"]
+    float_products = [
+        node
+        for node in matmuls
+        if all(produced_by.get(name) != "DequantizeLinear" for name in node.input)
+    ]
+    assert len(float_products) == len(attention)
+    assert len(matmuls) > len(float_products)
+    for node in matmuls:
+        if node not in float_products:
+            assert all(produced_by.get(i) == "DequantizeLinear" for i in node.input), node.name
+    ort_int8 = OnnxRuntimeRunner(int8 / "model.onnx", threads=1)
+    ort_fp32 = OnnxRuntimeRunner(tiny_vqa_bundle / "model.onnx", threads=1)
+    with ViltRuntime.load(tiny_vqa_bundle, threads=1) as runtime:
+        feeds = synthetic_feeds(runtime, (64, 64), 12, 2)
+    np.testing.assert_allclose(ort_int8.run(feeds), ort_fp32.run(feeds), atol=0.1)
+
+
 def test_x86_amx_dynamic_int8_runs_on_onnxruntimes_cpu_provider(tiny_vqa_bundle, tmp_path):
     """`quantize --mode dynamic` for an AMX host, as the README offers it for a host short of
     memory: ONNX Runtime's layout (its fused contrib ops, which OpenVINO's provider would hand

@@ -37,6 +37,20 @@ def layer_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     return groups
 
 
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes that multiply two activations (attention's Q·K^T and P·V):
+    neither input is a weight, i.e. an initializer or computed from initializers alone."""
+    constant = {init.name for init in model.graph.initializer}
+    found = []
+    for node in model.graph.node:  # topological order: a node's inputs are settled before it
+        inputs = [name for name in node.input if name]
+        if all(name in constant for name in inputs):
+            constant.update(node.output)
+        elif node.op_type == "MatMul" and not any(name in constant for name in inputs):
+            found.append(node.name)
+    return found
+
+
 def name_unnamed_nodes(model: onnx.ModelProto) -> None:
     """Quantization refers to nodes by name; give every node one (as `layer_groups` does)."""
     for index, node in enumerate(model.graph.node):

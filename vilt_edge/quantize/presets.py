@@ -43,6 +43,9 @@ class Preset:
     # A layout for OpenVINO's INT8 kernels (standard Q/DQ only): bundles of it run on OpenVINO,
     # computing their float parts in this precision ("f32" | "bf16"); "" for ONNX Runtime.
     openvino_precision: str = ""
+    # MatMuls of two activations (attention's Q·K^T and P·V) stay float, so OpenVINO can fuse
+    # them into its float attention kernel; only MatMuls with a weight are INT8.
+    float_attention: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -130,6 +133,16 @@ PRESETS: dict[str, Preset] = {
         name="x86-amx",
         **{**_TENSORRT, "family": "cpu", "op_types": ("MatMul", "Gemm")},
         openvino_precision="bf16",
+    ),
+    # x86-amx with attention's two activation products in float, for an AMX host to measure
+    # against x86-amx (benchmarks/cpu_openvino_ep.py runs both): on the first AMX host, one noisy
+    # interleaved run had it 1.16x NNCF's INT8 against 1.06x for x86-amx; on a Zen 4 EPYC it
+    # gained nothing on OpenVINO (32.0-32.3 against 31.1-32.6 ms). A device profile may name it.
+    "x86-amx-float-attention": Preset(
+        name="x86-amx-float-attention",
+        **{**_TENSORRT, "family": "cpu", "op_types": ("MatMul", "Gemm")},
+        openvino_precision="bf16",
+        float_attention=True,
     ),
     # AVX-512 VNNI hosts with OpenVINO installed: the same symmetric MatMul-input layout, run by
     # OpenVINO directly (its ONNX Runtime provider lists no device on AMD CPUs), float parts in

@@ -39,6 +39,7 @@ from vilt_edge.devices.roofline import working_dir
 from vilt_edge.errors import BundleError, DataError, InputError, first_line
 from vilt_edge.quantize.calibration import FeedReader, split_calibration
 from vilt_edge.quantize.graph import (
+    activation_matmuls,
     fuse_for_onnxruntime_cpu,
     keep_float_consumers,
     layer_groups,
@@ -208,6 +209,11 @@ class Quantizer:
                 extra_options={"WeightSymmetric": True},
             )
             return
+        if preset.float_attention:
+            import onnx
+
+            graph = onnx.load(prepared, load_external_data=False)
+            exclude = [*(exclude or []), *activation_matmuls(graph)]
         reader = None
         if not cache.exists():
             reader = self._reader(self.split.calibration, "calibrating")
