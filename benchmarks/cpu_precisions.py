@@ -265,8 +265,8 @@ def have(module: str) -> bool:
 
 def onnxruntime_layout():
     """As without OpenVINO and AMX tiles: the host family's ONNX Runtime INT8 layout
-    (x86-avx512-vnni's static INT8 otherwise takes OpenVINO's, and an AMX host is x86-amx, which
-    makes no dynamic INT8; the user's CPU bundle row shows both)."""
+    (x86-avx512-vnni's static INT8 otherwise takes OpenVINO's, and so does an AMX host's, as
+    x86-amx; the user's CPU bundle row shows those)."""
     import contextlib
     from unittest import mock
 
