@@ -25,9 +25,8 @@ def _openvino_files(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    precision = bundle.manifest.precision
-    quantized = bundle.manifest.quantize_record
-    if precision == "int8" and quantized is not None and quantized.mode == "dynamic":
+    precision, preset, mode = _layout(bundle)
+    if precision == "int8" and mode == "dynamic":
         raise InputError(
             f"{target.name} runs INT8 on OpenVINO, which does not run dynamic INT8's ONNX Runtime "
             f"ops; quantize the FP32 source with --mode static --target {target.name}"
@@ -37,7 +36,6 @@ def _openvino_files(
     weights = bundle.model_path.with_name(external_data_file(model_file))
     if weights.is_file():
         shutil.copyfile(weights, staging / weights.name)
-    preset = quantized.preset_name if quantized is not None else None
     runtime = target.runtime_for(precision, preset)
     return {
         "model_file": model_file,
@@ -45,7 +43,7 @@ def _openvino_files(
         "optimization": "none offline: OpenVINO compiles the graph at load, into its model cache",
         "runtime": runtime,
         "onnxruntime": onnxruntime.__version__,
-        "runtime_settings": target.session_settings(options.threads, precision, preset),
+        "runtime_settings": target.session_settings(options.threads, precision, preset, mode),
     }
 
 
@@ -54,7 +52,7 @@ def _cpu_files(
 ) -> dict[str, Any]:
     import onnxruntime
 
-    if target.runs_on_openvino(bundle.manifest.precision, _preset(bundle)):
+    if target.runs_on_openvino(*_layout(bundle)):
         return _openvino_files(bundle, target, options, staging)
     model_file = target.model_file
     session = onnxruntime.SessionOptions()
@@ -86,16 +84,17 @@ def _cpu_files(
         "optimization": "onnxruntime extended graph optimizations, offline",
         "onnxruntime": onnxruntime.__version__,
         "runtime": target.runtime,
-        "runtime_settings": target.session_settings(
-            options.threads, bundle.manifest.precision, _preset(bundle)
-        ),
+        "runtime_settings": target.session_settings(options.threads, *_layout(bundle)),
     }
 
 
-def _preset(bundle: Bundle) -> str | None:
-    """The INT8 preset the bundle was quantized with (its layout decides its runtime)."""
+def _layout(bundle: Bundle) -> tuple[str, str | None, str | None]:
+    """The bundle's precision and, for INT8, the preset and mode it was quantized with: its
+    layout decides its runtime and provider."""
     quantized = bundle.manifest.quantize_record
-    return quantized.preset_name if quantized is not None else None
+    if quantized is None:
+        return bundle.manifest.precision, None, None
+    return bundle.manifest.precision, quantized.preset_name, quantized.mode
 
 
 def compile_for_cpu(
@@ -112,7 +111,7 @@ def compile_for_cpu(
         return None, summary
     if out is None:
         raise InputError("--out is required unless --check")
-    if target.runs_on_openvino(bundle.manifest.precision, _preset(bundle)):
+    if target.runs_on_openvino(*_layout(bundle)):
         status(f"preparing the graph for {target.name} (OpenVINO compiles it at load)")
     else:
         status(f"optimizing the graph for {target.name} (ONNX Runtime, offline)")

@@ -55,11 +55,16 @@ class Target:
         first = self.profile.onnxruntime_providers[:1]
         return "openvino" if first == ("OpenVINOExecutionProvider",) else "cpu"
 
-    def execution_provider_for(self, precision: str, preset: str | None = None) -> str:
-        """ONNX Runtime's provider for a bundle of `precision` (INT8: quantized with `preset`):
-        the target's, except INT8 in an ONNX Runtime layout (its fused contrib ops, dynamic
-        INT8's among them), which only ONNX Runtime's CPU provider runs at speed."""
-        if precision == "int8" and onnxruntime_layout(preset):
+    def execution_provider_for(
+        self, precision: str, preset: str | None = None, mode: str | None = None
+    ) -> str:
+        """ONNX Runtime's provider for a bundle of `precision` (INT8: quantized with `preset` in
+        `mode`): the target's, except dynamic INT8 in an ONNX Runtime layout, whose
+        DynamicQuantizeMatMul ops OpenVINO's provider hands back to the CPU provider one by one
+        (176.7 ms on an AMX Xeon against 34.5 ms on the CPU provider, issue 18's table; the
+        static ONNX Runtime layout ran 32.2 ms there through OpenVINO's provider, 35-38 on the
+        CPU provider, so it keeps the target's)."""
+        if precision == "int8" and mode == "dynamic" and onnxruntime_layout(preset):
             return "cpu"
         return self.execution_provider
 
@@ -81,12 +86,14 @@ class Target:
         """Whether this target's bundles run on OpenVINO (directly, or as ORT's provider)."""
         return self.runtime == "openvino" or self.execution_provider == "openvino"
 
-    def runs_on_openvino(self, precision: str, preset: str | None = None) -> bool:
-        """Whether a compiled bundle of `precision` (and INT8 `preset`) runs on OpenVINO here."""
+    def runs_on_openvino(
+        self, precision: str, preset: str | None = None, mode: str | None = None
+    ) -> bool:
+        """Whether a compiled bundle of `precision` (INT8: `preset`, `mode`) runs on OpenVINO."""
         if self.runtime_for(precision, preset) == "openvino":
             return True
         return self.runtime == "onnxruntime" and (
-            self.execution_provider_for(precision, preset) == "openvino"
+            self.execution_provider_for(precision, preset, mode) == "openvino"
         )
 
     @property
@@ -129,7 +136,11 @@ class Target:
         return self.requested.strip().lower() == HOST_CPU
 
     def session_settings(
-        self, threads: int | None, precision: str = "fp32", preset: str | None = None
+        self,
+        threads: int | None,
+        precision: str = "fp32",
+        preset: str | None = None,
+        mode: str | None = None,
     ) -> dict[str, Any]:
         """Session settings a compiled CPU bundle records for its runtime: one thread per core
         of the device (of this machine, for `cpu`: the profile's reference device may have more
@@ -144,10 +155,10 @@ class Target:
             "enable_mem_pattern": False,
         }
         on_ort = self.runtime_for(precision, preset) == "onnxruntime"
-        provider = self.execution_provider_for(precision, preset)
+        provider = self.execution_provider_for(precision, preset, mode)
         if on_ort and provider != "cpu":
             settings["execution_provider"] = provider
-        if self.runs_on_openvino(precision, preset):
+        if self.runs_on_openvino(precision, preset, mode):
             # FP32 stays FP32 (OpenVINO's own default on AMX is BF16). BF16 bundles compute in
             # BF16; so do the float parts of INT8 bundles on a BF16 target (the INT8 accuracy
             # budget covers them), as OpenVINO does by default there.
@@ -168,7 +179,7 @@ def openvino_precision_of(preset: str | None) -> str | None:
 
 
 def onnxruntime_layout(preset: str | None) -> bool:
-    """Whether `preset` is an ONNX Runtime CPU layout (its fused contrib ops, dynamic INT8)."""
+    """Whether `preset` is an ONNX Runtime CPU layout (its contrib ops; dynamic INT8 too)."""
     layout = PRESETS.get(preset or "")
     return layout is not None and layout.onnxruntime_fusions
 
