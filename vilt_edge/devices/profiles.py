@@ -137,7 +137,7 @@ def _parse(path: Path) -> DeviceProfile:
             f"OpenVINO preset"
         )
     dynamic = PRESETS.get(profile.dynamic_preset)
-    if profile.dynamic_preset and (dynamic is None or not dynamic.onnxruntime_fusions):
+    if profile.dynamic_preset and (dynamic is None or not dynamic.dynamic_ok):
         raise InputError(
             f"device profile {path.name}: dynamic_preset {profile.dynamic_preset!r} is not an "
             f"ONNX Runtime CPU preset"

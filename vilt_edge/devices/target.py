@@ -64,7 +64,7 @@ class Target:
         (176.7 ms on an AMX Xeon against 34.5 ms on the CPU provider, issue 18's table; the
         static ONNX Runtime layout ran 32.2 ms there through OpenVINO's provider, 35-38 on the
         CPU provider, so it keeps the target's)."""
-        if precision == "int8" and mode == "dynamic" and onnxruntime_layout(preset):
+        if precision == "int8" and mode == "dynamic":  # only ONNX Runtime layouts are dynamic
             return "cpu"
         return self.execution_provider
 
@@ -176,12 +176,6 @@ def openvino_precision_of(preset: str | None) -> str | None:
     """The float precision of an OpenVINO INT8 layout ("f32" | "bf16"); None for any other."""
     layout = PRESETS.get(preset or "")
     return layout.openvino_precision if layout is not None and layout.openvino_precision else None
-
-
-def onnxruntime_layout(preset: str | None) -> bool:
-    """Whether `preset` is an ONNX Runtime CPU layout (its contrib ops; dynamic INT8 too)."""
-    layout = PRESETS.get(preset or "")
-    return layout is not None and layout.onnxruntime_fusions
 
 
 def openvino_installed() -> bool:
