@@ -47,6 +47,15 @@ def test_pipeline_runs_every_stage(teacher, frames, tmp_path):
         results = json.loads((out / "results" / f"{name}.json").read_text())
         assert results["variant"]["bundle"] == str(out / f"{name}-x86-avx512-vnni")
         assert (results["reference"] is None) == (name == "teacher-fp32")
+        # The report compares latencies timed side by side after validation (interleaved
+        # rounds); the validation pass's own figures stay beside them.
+        assert results["latency_method"].startswith("side by side: 5 rounds")
+        assert set(results["validation_latency_ms"]) == {"p50", "p90", "p99"}
+        row = next(row for row in summary["rows"] if row["variant"] == name)
+        assert row["p50_ms"] == results["latency_ms"]["p50"]
+        assert row["validation_p50_ms"] == results["validation_latency_ms"]["p50"]
+    assert "Latency measured side by side" in (out / "report" / "report.md").read_text()
+    assert any("timing the 4 variants side by side" in s for s in stages)
     teacher_int8 = json.loads((out / "results" / "teacher-int8.json").read_text())
     assert teacher_int8["agreement"] >= 0.9
     for suffix in ("html", "md", "png"):

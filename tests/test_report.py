@@ -162,6 +162,8 @@ def test_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path, monkeypatc
         (lambda d: d["machine"].update(isa="avx2"), "'machine.isa' must be a list"),
         (lambda d: d.update(reference={"bundle": "/b"}), "'reference.precision' is missing"),
         (lambda d: d.update(created="yesterday"), "'created' must be an ISO 8601 time"),
+        (lambda d: d.update(latency_method=""), "'latency_method' must be a non-empty string"),
+        (lambda d: d.update(validation_latency_ms={"p50": 1}), "'validation_latency_ms.p90'"),
     ],
 )
 def test_bad_results_file_is_one_line_data_error(tmp_path: Path, change, message):
@@ -411,6 +413,26 @@ def test_wide_latency_range_and_differing_machines(tmp_path: Path):
     paths = [write_results(r, tmp_path / f"{i}.json") for i, r in enumerate((fast, slow))]
     markdown = write_report(paths, tmp_path / "report").markdown.read_text()
     assert "Machines differ" in markdown
+
+
+def test_report_says_how_latency_was_measured(tmp_path: Path):
+    """The pipeline's side-by-side timing is named in the notes; a report that mixes it with a
+    validation pass's timing says they compare less well."""
+    method = "side by side: 5 rounds in which each variant answered the same 40 examples"
+    validation = {"p50": 9.0, "p90": 9.5, "p99": 9.9}
+    timed = [
+        make_results(name, latency_method=method, validation_latency_ms=validation)
+        for name in ("default fp32", "default int8 static")
+    ]
+    paths = [write_results(r, tmp_path / f"{i}.json") for i, r in enumerate(timed)]
+    markdown = write_report(paths, tmp_path / "report").markdown.read_text()
+    assert f"Latency measured {method}." in markdown and "compare less well" not in markdown
+    alone = write_results(make_results("default fp16"), tmp_path / "alone.json")
+    markdown = write_report([*paths, alone], tmp_path / "mixed").markdown.read_text()
+    assert "in a validation pass over every example, the variant alone" in markdown
+    assert "compare less well" in markdown
+    plain = write_report([alone], tmp_path / "plain").markdown.read_text()
+    assert "Latency measured" not in plain  # a report of validate's files reads as before
 
 
 def test_plot_subtitle_stays_inside_the_figure(monkeypatch, results_files: list[Path]):

@@ -20,7 +20,7 @@ from vilt_edge.data.metrics import nlvr2_consistency, vqa_score
 from vilt_edge.errors import DataError, InputError
 from vilt_edge.results import read_results
 from vilt_edge.runtime import ViltRuntime
-from vilt_edge.validate import drift, validate
+from vilt_edge.validate import drift, side_by_side_latency, validate
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,41 @@ def test_drift_against_itself_and_another_model(shared_data, tiny_vqa_bundle, ot
         100 * (results.accuracy - results.reference["accuracy"]), abs=1e-3
     )
     assert results.logit_cosine < 0.999  # different weights do not point the same way
+
+
+def test_side_by_side_latency_takes_turns_on_the_same_examples():
+    """Every runtime answers the same first examples in each round, one at a time, the order
+    rotated each round; the percentiles are of each runtime's own model times."""
+    log = []
+
+    class Data:
+        def __len__(self):
+            return 10
+
+        def inputs(self, start, stop):
+            return [f"image {start}"] * (stop - start), [f"question {start}"] * (stop - start)
+
+    class Timed:
+        def __init__(self, name, model_ms):
+            self.name, self.model_ms = name, model_ms
+
+        def logits_batch(self, images, questions, batch_size):
+            assert batch_size == 1 and len(images) == len(questions) == 1
+            log.append((self.name, images[0]))
+            self.last_latency_ms = {"model": self.model_ms + len(log) / 1000}
+
+    done = []
+    runtimes = {"a": Timed("a", 1.0), "b": Timed("b", 2.0)}
+    latency = side_by_side_latency(runtimes, Data(), rounds=3, calls=4, on_progress=done.append)
+    warmup, timed = log[:6], log[6:]
+    assert warmup == [(n, f"image {i}") for n in "ab" for i in range(3)]
+    turns = [timed[k][0] for k in range(0, len(timed), 4)]
+    assert turns == ["a", "b", "b", "a", "a", "b"]  # rotated each round
+    assert all(timed[k][1] == f"image {k % 4}" for k in range(len(timed)))
+    assert done == [4] * 6
+    assert 1.0 < latency["a"]["p50"] < 1.1 and 2.0 < latency["b"]["p50"] < 2.1
+    with pytest.raises(InputError, match="at least one round"):
+        side_by_side_latency(runtimes, Data(), rounds=0)
 
 
 def test_drift_edge_cases():

@@ -104,6 +104,12 @@ def _input_paths(options: PipelineOptions, *specs: str | None) -> list[str]:
     return paths
 
 
+# The side-by-side timing after validation (`_time_side_by_side`): 5 rounds x 40 calls per
+# variant, about 2 minutes for four ViLT-B/32 variants on 2 cores, seconds for the default.
+SIDE_BY_SIDE_ROUNDS = 5
+SIDE_BY_SIDE_CALLS = 40
+
+
 @dataclass(frozen=True)
 class PipelineResult:
     """What the pipeline did: one row per validated variant, the report's files, and how it
@@ -181,6 +187,7 @@ def run_pipeline(
     variants = _quantize(run, models)
     runnable = _compile(run, variants)
     paths, rows = _validate(run, runnable, models["teacher"], data)
+    _time_side_by_side(run, runnable, data, paths, rows)
     stage("writing the report")
     report = write_report(paths, out / "report")
     summary.update(
@@ -335,3 +342,51 @@ def _validate(run: _Run, runnable: dict[str, Path], teacher: Path, data) -> tupl
             }
         )
     return paths, rows
+
+
+def _time_side_by_side(run: _Run, runnable: dict[str, Path], data, paths, rows) -> None:
+    """The variants' latency again, side by side in interleaved rounds (each validation pass
+    ran alone, minutes from the others, so a machine's drift could rank them wrong); the report
+    compares these. Each results file keeps its validation pass's figures beside them."""
+    from dataclasses import replace
+
+    from vilt_edge.results import read_results, write_results
+    from vilt_edge.runtime import ViltRuntime
+    from vilt_edge.validate import side_by_side_latency
+
+    if len(runnable) < 2:
+        return
+    calls = min(SIDE_BY_SIDE_CALLS, len(data))
+    method = (
+        f"side by side: {SIDE_BY_SIDE_ROUNDS} rounds in which each variant answered the same "
+        f"{calls} examples in turn (batch 1, order rotated each round), after validation"
+    )
+    run.stage(f"timing the {len(runnable)} variants side by side ({SIDE_BY_SIDE_ROUNDS} rounds)")
+    runtimes = {}
+    try:
+        for name, path in runnable.items():
+            runtimes[name] = ViltRuntime.load(path, threads=run.options.threads)
+        done = [0]
+        total = SIDE_BY_SIDE_ROUNDS * calls * len(runtimes)
+
+        def progress(count: int) -> None:
+            done[0] += count
+            run.advance("time side by side", done[0], total)
+
+        latency = side_by_side_latency(
+            runtimes, data, rounds=SIDE_BY_SIDE_ROUNDS, calls=calls, on_progress=progress
+        )
+    finally:
+        for runtime in runtimes.values():
+            runtime.close()
+    for path, row in zip(paths, rows, strict=True):
+        results = read_results(path)
+        timed = replace(
+            results,
+            latency_ms=latency[row["variant"]],
+            latency_method=method,
+            validation_latency_ms=results.latency_ms,
+        )
+        write_results(timed, path)
+        row["p50_ms"] = timed.latency_ms["p50"]
+        row["validation_p50_ms"] = results.latency_ms["p50"]

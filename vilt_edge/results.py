@@ -73,6 +73,11 @@ class Results:
     logit_cosine: float | None = None
     max_abs_logit_diff: float | None = None
     e2e_latency_ms: dict[str, float] | None = None  # with preprocessing and tokenization
+    # How latency_ms was measured: absent for a validation pass (every example, this variant
+    # alone); the pipeline times its variants again side by side and says so here, keeping the
+    # validation pass's figures in validation_latency_ms.
+    latency_method: str | None = None
+    validation_latency_ms: dict[str, float] | None = None
     throughput: float | None = None  # examples per second
     batch_size: int | None = None
     threads: int | None = None
@@ -104,6 +109,9 @@ class Results:
         _check_number(self.max_abs_logit_diff, "max_abs_logit_diff", optional=True)
         if self.e2e_latency_ms is not None:
             _check_latency(self.e2e_latency_ms, "e2e_latency_ms")
+        _check_str(self.latency_method, "latency_method", optional=True)
+        if self.validation_latency_ms is not None:
+            _check_latency(self.validation_latency_ms, "validation_latency_ms")
         _check_number(self.throughput, "throughput", optional=True)
         _check_int(self.batch_size, "batch_size", minimum=1, optional=True)
         _check_int(self.threads, "threads", minimum=1, optional=True)

@@ -57,6 +57,43 @@ def run_logits(
     return logits, model_ms, e2e_ms, time.perf_counter() - started
 
 
+def side_by_side_latency(
+    runtimes: dict[str, Any],
+    data: DataSet,
+    *,
+    rounds: int = 5,
+    calls: int = 40,
+    warmup: int = 3,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Model latency of several runtimes measured side by side (name -> p50/p90/p99 ms).
+
+    In each of `rounds` rounds every runtime answers the same first `calls` examples of `data`
+    in turn (batch 1, as an app asks), the order rotated from round to round, so a slow spell of
+    a shared machine falls on all of them alike. One validation pass per variant, minutes apart,
+    can rank variants wrong where the machine's speed drifts (a cloud VM's neighbours); this
+    cannot. `on_progress` gets the number of calls done after each runtime's turn.
+    """
+    if rounds < 1 or calls < 1:
+        raise InputError("side-by-side timing needs at least one round and one call")
+    names = list(runtimes)
+    inputs = [data.inputs(start, start + 1) for start in range(min(calls, len(data)))]
+    for name in names:
+        for args in inputs[:warmup]:
+            runtimes[name].logits_batch(*args, batch_size=1)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            runtime = runtimes[name]
+            for args in inputs:
+                runtime.logits_batch(*args, batch_size=1)
+                times[name].append(runtime.last_latency_ms["model"])
+            if on_progress is not None:
+                on_progress(len(inputs))
+    return {name: percentiles(values) for name, values in times.items()}
+
+
 def drift(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Top-1 agreement, mean per-example cosine and max-abs difference of two logit sets."""
     agreement = float(np.mean(logits.argmax(-1) == reference.argmax(-1)))

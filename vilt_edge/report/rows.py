@@ -237,6 +237,12 @@ def _notes(rows: list[_Row], generated: datetime) -> list[str]:
         "Δ is in percentage points against the reference. Latency is the model's time per batch,"
         " without preprocessing."
     )
+    methods = {row.results.latency_method for row in rows}
+    if methods != {None}:
+        alone = "in a validation pass over every example, the variant alone"
+        described = "; ".join(sorted(method or alone for method in methods))
+        unlike = " Latencies measured in different ways compare less well."
+        notes.append(f"Latency measured {described}.{unlike if len(methods) > 1 else ''}")
     if any(row.results.deploy_peak_rss_mb is not None for row in rows):
         notes.append(
             "Deploy peak RSS: the peak resident memory of a fresh process that loads the bundle "
