@@ -49,7 +49,7 @@ def test_pipeline_runs_every_stage(teacher, frames, tmp_path):
         assert (results["reference"] is None) == (name == "teacher-fp32")
         # The report compares latencies timed side by side after validation (interleaved
         # rounds); the validation pass's own figures stay beside them.
-        assert results["latency_method"].startswith("side by side: 5 rounds")
+        assert results["latency_method"].startswith("side by side: 10 rounds")
         assert set(results["validation_latency_ms"]) == {"p50", "p90", "p99"}
         row = next(row for row in summary["rows"] if row["variant"] == name)
         assert row["p50_ms"] == results["latency_ms"]["p50"]

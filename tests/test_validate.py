@@ -172,11 +172,12 @@ def test_side_by_side_latency_takes_turns_on_the_same_examples():
     done = []
     runtimes = {"a": Timed("a", 1.0), "b": Timed("b", 2.0)}
     latency = side_by_side_latency(runtimes, Data(), rounds=3, calls=4, on_progress=done.append)
-    warmup, timed = log[:6], log[6:]
-    assert warmup == [(n, f"image {i}") for n in "ab" for i in range(3)]
-    turns = [timed[k][0] for k in range(0, len(timed), 4)]
-    assert turns == ["a", "b", "b", "a", "a", "b"]  # rotated each round
-    assert all(timed[k][1] == f"image {k % 4}" for k in range(len(timed)))
+    # Each turn: 3 untimed warm-up calls, then the 4 timed ones, on examples 0.. in order.
+    turns = [log[k : k + 7] for k in range(0, len(log), 7)]
+    assert [turn[0][0] for turn in turns] == ["a", "b", "b", "a", "a", "b"]  # rotated
+    for turn in turns:
+        assert len({name for name, _ in turn}) == 1
+        assert [image for _, image in turn] == [f"image {i}" for i in (0, 1, 2, 0, 1, 2, 3)]
     assert done == [4] * 6
     assert 1.0 < latency["a"]["p50"] < 1.1 and 2.0 < latency["b"]["p50"] < 2.1
     with pytest.raises(InputError, match="at least one round"):

@@ -72,20 +72,21 @@ def side_by_side_latency(
     in turn (batch 1, as an app asks), the order rotated from round to round, so a slow spell of
     a shared machine falls on all of them alike. One validation pass per variant, minutes apart,
     can rank variants wrong where the machine's speed drifts (a cloud VM's neighbours); this
-    cannot. `on_progress` gets the number of calls done after each runtime's turn.
+    cannot. Each turn starts with `warmup` untimed calls: the first calls after another model
+    ran find cold caches and sleeping threads, which a variant answering one camera frame after
+    another does not. `on_progress` gets the number of timed calls after each runtime's turn.
     """
     if rounds < 1 or calls < 1:
         raise InputError("side-by-side timing needs at least one round and one call")
     names = list(runtimes)
     inputs = [data.inputs(start, start + 1) for start in range(min(calls, len(data)))]
-    for name in names:
-        for args in inputs[:warmup]:
-            runtimes[name].logits_batch(*args, batch_size=1)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             runtime = runtimes[name]
+            for args in inputs[:warmup]:
+                runtime.logits_batch(*args, batch_size=1)
             for args in inputs:
                 runtime.logits_batch(*args, batch_size=1)
                 times[name].append(runtime.last_latency_ms["model"])
