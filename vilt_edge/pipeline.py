@@ -110,6 +110,7 @@ def _input_paths(options: PipelineOptions, *specs: str | None) -> list[str]:
 SIDE_BY_SIDE_ROUNDS = 10
 SIDE_BY_SIDE_CALLS = (10, 100)
 SIDE_BY_SIDE_BUDGET_MS = 120_000
+SIDE_BY_SIDE_WARMUP = 3  # untimed calls opening each turn (caches cold after another model)
 
 
 @dataclass(frozen=True)
@@ -364,7 +365,7 @@ def _time_side_by_side(run: _Run, runnable: dict[str, Path], data, paths, rows) 
     method = (
         f"side by side: {SIDE_BY_SIDE_ROUNDS} rounds in which each variant answered the same "
         f"{calls} examples in turn (batch 1, the order rotated each round, each turn opened by "
-        "3 untimed calls), after validation"
+        f"{SIDE_BY_SIDE_WARMUP} untimed calls), after validation"
     )
     run.stage(f"timing the {len(runnable)} variants side by side ({SIDE_BY_SIDE_ROUNDS} rounds)")
     runtimes = {}
@@ -379,7 +380,12 @@ def _time_side_by_side(run: _Run, runnable: dict[str, Path], data, paths, rows) 
             run.advance("time side by side", done[0], total)
 
         latency = side_by_side_latency(
-            runtimes, data, rounds=SIDE_BY_SIDE_ROUNDS, calls=calls, on_progress=progress
+            runtimes,
+            data,
+            rounds=SIDE_BY_SIDE_ROUNDS,
+            calls=calls,
+            warmup=SIDE_BY_SIDE_WARMUP,
+            on_progress=progress,
         )
     finally:
         for runtime in runtimes.values():
