@@ -189,8 +189,8 @@ def run_pipeline(
         models["student"] = _distill_student(run, teacher.config.num_hidden_layers)
     variants = _quantize(run, models)
     runnable = _compile(run, variants)
-    paths, rows = _validate(run, runnable, models["teacher"], data)
-    _time_side_by_side(run, runnable, data, paths, rows)
+    validated = _validate(run, runnable, models["teacher"], data)
+    paths, rows = _write_results(run, _time_side_by_side(run, runnable, data, validated))
     stage("writing the report")
     report = write_report(paths, out / "report")
     summary.update(
@@ -304,19 +304,15 @@ def _compile(run: _Run, variants: dict[str, Path]) -> dict[str, Path]:
     return runnable
 
 
-def _validate(run: _Run, runnable: dict[str, Path], teacher: Path, data) -> tuple[list, list]:
-    """Each variant validated against the FP32 teacher: (results files, table rows)."""
-    from vilt_edge.results import write_results
+def _validate(run: _Run, runnable: dict[str, Path], teacher: Path, data) -> dict[str, Any]:
+    """Each variant validated against the FP32 teacher: variant name -> its Results."""
     from vilt_edge.runtime import ViltRuntime
     from vilt_edge.validate import check_inputs, validate
 
     threads = run.options.threads
     reference = ViltRuntime.load(teacher, threads=threads)
     check_inputs(reference, data)
-    results_dir = run.out / "results"
-    results_dir.mkdir()
-    paths = []
-    rows = []
+    validated = {}
     for name, path in runnable.items():
         run.stage(f"validating {name} on {data.name} ({len(data)} examples)")
         runtime = ViltRuntime.load(path, threads=threads)
@@ -325,41 +321,55 @@ def _validate(run: _Run, runnable: dict[str, Path], teacher: Path, data) -> tupl
             done[0] += count  # one counter per variant: the default is made per definition
             run.advance(f"validate {label}", done[0], 2 * len(data))
 
-        results = validate(
+        validated[name] = validate(
             runtime,
             data,
             reference=None if name == "teacher-fp32" else reference,
             name=name,
             on_progress=progress,
         )
+    return validated
+
+
+def _write_results(run: _Run, validated: dict[str, Any]) -> tuple[list, list]:
+    """Each variant's results file, written once: (results files, table rows)."""
+    from vilt_edge.results import write_results
+
+    results_dir = run.out / "results"
+    results_dir.mkdir()
+    paths = []
+    rows = []
+    for name, results in validated.items():
         paths.append(write_results(results, results_dir / f"{name}.json"))
-        rows.append(
-            {
-                "variant": name,
-                "accuracy": results.accuracy,
-                "accuracy_delta": results.accuracy_delta,
-                "agreement": results.agreement,
-                "p50_ms": results.latency_ms["p50"],
-                "floor_ms": (results.floor or {}).get("floor_ms"),
-                "size_mb": results.variant.get("size_mb"),
-            }
-        )
+        row = {
+            "variant": name,
+            "accuracy": results.accuracy,
+            "accuracy_delta": results.accuracy_delta,
+            "agreement": results.agreement,
+            "p50_ms": results.latency_ms["p50"],
+            "floor_ms": (results.floor or {}).get("floor_ms"),
+            "size_mb": results.variant.get("size_mb"),
+        }
+        if results.validation_latency_ms is not None:
+            row["validation_p50_ms"] = results.validation_latency_ms["p50"]
+        rows.append(row)
     return paths, rows
 
 
-def _time_side_by_side(run: _Run, runnable: dict[str, Path], data, paths, rows) -> None:
+def _time_side_by_side(
+    run: _Run, runnable: dict[str, Path], data, validated: dict[str, Any]
+) -> dict[str, Any]:
     """The variants' latency again, side by side in interleaved rounds (each validation pass
     ran alone, minutes from the others, so a machine's drift could rank them wrong); the report
-    compares these. Each results file keeps its validation pass's figures beside them."""
+    compares these. Each Results keeps its validation pass's figures beside them."""
     from dataclasses import replace
 
-    from vilt_edge.results import read_results, write_results
     from vilt_edge.runtime import ViltRuntime
     from vilt_edge.validate import side_by_side_latency
 
     if len(runnable) < 2:
-        return
-    per_round_ms = SIDE_BY_SIDE_ROUNDS * sum(row["p50_ms"] for row in rows)
+        return validated
+    per_round_ms = SIDE_BY_SIDE_ROUNDS * sum(r.latency_ms["p50"] for r in validated.values())
     fewest, most = SIDE_BY_SIDE_CALLS
     calls = min(max(fewest, min(most, int(SIDE_BY_SIDE_BUDGET_MS / per_round_ms))), len(data))
     method = (
@@ -390,14 +400,12 @@ def _time_side_by_side(run: _Run, runnable: dict[str, Path], data, paths, rows) 
     finally:
         for runtime in runtimes.values():
             runtime.close()
-    for path, row in zip(paths, rows, strict=True):
-        results = read_results(path)
-        timed = replace(
+    return {
+        name: replace(
             results,
-            latency_ms=latency[row["variant"]],
+            latency_ms=latency[name],
             latency_method=method,
             validation_latency_ms=results.latency_ms,
         )
-        write_results(timed, path)
-        row["p50_ms"] = timed.latency_ms["p50"]
-        row["validation_p50_ms"] = results.latency_ms["p50"]
+        for name, results in validated.items()
+    }
