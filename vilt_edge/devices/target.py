@@ -55,11 +55,9 @@ class Target:
         first = self.profile.onnxruntime_providers[:1]
         return "openvino" if first == ("OpenVINOExecutionProvider",) else "cpu"
 
-    def execution_provider_for(
-        self, precision: str, preset: str | None = None, mode: str | None = None
-    ) -> str:
-        """ONNX Runtime's provider for a bundle of `precision` (INT8: quantized with `preset` in
-        `mode`): the target's, except dynamic INT8 in an ONNX Runtime layout, whose
+    def execution_provider_for(self, precision: str, mode: str | None = None) -> str:
+        """ONNX Runtime's provider for a bundle of `precision` (INT8: quantized in `mode`): the
+        target's, except for dynamic INT8 (always an ONNX Runtime layout), whose
         DynamicQuantizeMatMul ops OpenVINO's provider hands back to the CPU provider one by one
         (176.7 ms on an AMX Xeon against 34.5 ms on the CPU provider, issue 18's table; the
         static ONNX Runtime layout ran 32.2 ms there through OpenVINO's provider, 35-38 on the
@@ -93,7 +91,7 @@ class Target:
         if self.runtime_for(precision, preset) == "openvino":
             return True
         return self.runtime == "onnxruntime" and (
-            self.execution_provider_for(precision, preset, mode) == "openvino"
+            self.execution_provider_for(precision, mode) == "openvino"
         )
 
     @property
@@ -155,7 +153,7 @@ class Target:
             "enable_mem_pattern": False,
         }
         on_ort = self.runtime_for(precision, preset) == "onnxruntime"
-        provider = self.execution_provider_for(precision, preset, mode)
+        provider = self.execution_provider_for(precision, mode)
         if on_ort and provider != "cpu":
             settings["execution_provider"] = provider
         if self.runs_on_openvino(precision, preset, mode):
