@@ -435,6 +435,43 @@ def test_report_says_how_latency_was_measured(tmp_path: Path):
     assert "Latency measured" not in plain  # a report of validate's files reads as before
 
 
+def test_report_names_whose_ceilings_the_floor_used(tmp_path: Path):
+    """The floor note names the runtime behind each GEMM ceiling (the best any installed one
+    reached); a floor from before OpenVINO's ceilings were measured names none: ONNX Runtime's.
+    BF16 is named only where a variant computes in it. Throughput says what it includes."""
+
+    def floor(**sources):
+        return {"floor_ms": 1.0, "image_size": "384x512", "ceiling_runtimes": sources}
+
+    ov = make_results("default int8 static", floor=floor(int8="openvino", fp32="onnxruntime"))
+    old = make_results("default fp32", floor={"floor_ms": 2.0, "image_size": "384x512"})
+    paths = [write_results(r, tmp_path / f"{i}.json") for i, r in enumerate((ov, old))]
+    markdown = write_report(paths, tmp_path / "report").markdown.read_text()
+    assert "(INT8: ONNX Runtime or OpenVINO's, FP32: ONNX Runtime's)" in markdown
+    assert "BF16" not in markdown and "Throughput: examples answered per second" in markdown
+    bf16 = make_results("default fp16", floor=floor(int8="openvino", fp32="openvino",
+                                                    bf16="openvino"))  # fmt: skip
+    bf16.variant["precision"] = "bf16"
+    path = write_results(bf16, tmp_path / "bf16.json")
+    markdown = write_report([path], tmp_path / "bf16").markdown.read_text()
+    assert "(INT8: OpenVINO's, BF16: OpenVINO's, FP32: OpenVINO's)" in markdown
+
+
+def test_plot_draws_every_precision(tmp_path: Path):
+    """A BF16 variant (`quantize --precision bf16`) is drawn in its own colour: each precision
+    a results file may name has one (the plot once stopped on BF16 with a KeyError)."""
+    from vilt_edge.records import PRECISIONS
+    from vilt_edge.report import plot
+
+    assert set(plot._PRECISION_COLORS) == set(PRECISIONS)
+    bf16 = make_results("default fp16")
+    bf16.variant["precision"] = "bf16"
+    paths = [write_results(r, tmp_path / f"{i}.json")
+             for i, r in enumerate((make_results("default fp32"), bf16))]  # fmt: skip
+    report = write_report(paths, tmp_path / "report")
+    assert report.png.stat().st_size > 0 and "| bf16" in report.markdown.read_text()
+
+
 def test_plot_subtitle_stays_inside_the_figure(monkeypatch, results_files: list[Path]):
     """A long machine description (an AMX Xeon's flags) is wrapped: drawn at the plot's size
     and font, every subtitle line ends inside the figure, settings included."""

@@ -7,7 +7,8 @@ from typing import Any
 
 from vilt_edge.report.rows import _machines, _Row, _subtitle, _title
 
-_PRECISION_COLORS = {"fp32": "#4c72b0", "fp16": "#8172b3", "int8": "#55a868"}
+# One colour for each precision a results file may name (vilt_edge.records.PRECISIONS).
+_PRECISION_COLORS = {"fp32": "#4c72b0", "fp16": "#8172b3", "bf16": "#dd8452", "int8": "#55a868"}
 _FRONT_COLOR = "#c44e52"
 # Marker diameters (points). The reference's star is larger so it stands out among the dots;
 # front members get a ring around their marker.
