@@ -51,6 +51,12 @@ def test_pipeline_runs_every_stage(teacher, frames, tmp_path):
         # rounds); the validation pass's own figures stay beside them.
         assert results["latency_method"].startswith("side by side: 10 rounds")
         assert set(results["validation_latency_ms"]) == {"p50", "p90", "p99"}
+        assert set(results["validation_e2e_latency_ms"]) == {"p50", "p90", "p99"}
+        assert results["validation_throughput"] > 0
+        # Throughput is the side-by-side timing's too (batch 1, preprocessing included).
+        mean_e2e = 1000 / results["throughput"]
+        assert results["e2e_latency_ms"]["p50"] * 0.5 < mean_e2e < results["e2e_latency_ms"]["p99"]
+        assert results["e2e_latency_ms"]["p50"] >= results["latency_ms"]["p50"]
         row = next(row for row in summary["rows"] if row["variant"] == name)
         assert row["p50_ms"] == results["latency_ms"]["p50"]
         assert row["validation_p50_ms"] == results["validation_latency_ms"]["p50"]

@@ -167,7 +167,8 @@ def test_side_by_side_latency_takes_turns_on_the_same_examples():
         def logits_batch(self, images, questions, batch_size):
             assert batch_size == 1 and len(images) == len(questions) == 1
             log.append((self.name, images[0]))
-            self.last_latency_ms = {"model": self.model_ms + len(log) / 1000}
+            model = self.model_ms + len(log) / 1000
+            self.last_latency_ms = {"model": model, "total": model + 3.0}
 
     done = []
     runtimes = {"a": Timed("a", 1.0), "b": Timed("b", 2.0)}
@@ -179,7 +180,11 @@ def test_side_by_side_latency_takes_turns_on_the_same_examples():
         assert len({name for name, _ in turn}) == 1
         assert [image for _, image in turn] == [f"image {i}" for i in (0, 1, 2, 0, 1, 2, 3)]
     assert done == [4] * 6
-    assert 1.0 < latency["a"]["p50"] < 1.1 and 2.0 < latency["b"]["p50"] < 2.1
+    a, b = latency["a"], latency["b"]
+    assert 1.0 < a["latency_ms"]["p50"] < 1.1 and 2.0 < b["latency_ms"]["p50"] < 2.1
+    # End to end (preprocessing included) and the throughput it gives at batch 1.
+    assert 4.0 < a["e2e_latency_ms"]["p50"] < 4.1 and 5.0 < b["e2e_latency_ms"]["p50"] < 5.1
+    assert 1000 / 4.1 < a["throughput"] < 1000 / 4.0 and 1000 / 5.1 < b["throughput"] < 200
     with pytest.raises(InputError, match="at least one round"):
         side_by_side_latency(runtimes, Data(), rounds=0)
 

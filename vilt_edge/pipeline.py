@@ -389,7 +389,7 @@ def _time_side_by_side(
             done[0] += count
             run.advance("time side by side", done[0], total)
 
-        latency = side_by_side_latency(
+        timed = side_by_side_latency(
             runtimes,
             data,
             rounds=SIDE_BY_SIDE_ROUNDS,
@@ -403,9 +403,11 @@ def _time_side_by_side(
     return {
         name: replace(
             results,
-            latency_ms=latency[name],
+            **timed[name],
             latency_method=method,
             validation_latency_ms=results.latency_ms,
+            validation_e2e_latency_ms=results.e2e_latency_ms,
+            validation_throughput=results.throughput,
         )
         for name, results in validated.items()
     }

@@ -73,12 +73,14 @@ class Results:
     logit_cosine: float | None = None
     max_abs_logit_diff: float | None = None
     e2e_latency_ms: dict[str, float] | None = None  # with preprocessing and tokenization
-    # How latency_ms was measured: absent for a validation pass (every example, this variant
-    # alone); the pipeline times its variants again side by side and says so here, keeping the
-    # validation pass's figures in validation_latency_ms.
+    # How latency_ms, e2e_latency_ms and throughput were measured: absent for a validation pass
+    # (every example, this variant alone); the pipeline times its variants again side by side
+    # and says so here, keeping the validation pass's figures in the validation_* fields.
     latency_method: str | None = None
     validation_latency_ms: dict[str, float] | None = None
-    throughput: float | None = None  # examples per second
+    validation_e2e_latency_ms: dict[str, float] | None = None
+    validation_throughput: float | None = None
+    throughput: float | None = None  # examples per second, preprocessing included
     batch_size: int | None = None
     threads: int | None = None
     peak_rss_mb: float | None = None  # the validating process's (data sets, reference and all)
@@ -110,8 +112,10 @@ class Results:
         if self.e2e_latency_ms is not None:
             _check_latency(self.e2e_latency_ms, "e2e_latency_ms")
         _check_str(self.latency_method, "latency_method", optional=True)
-        if self.validation_latency_ms is not None:
-            _check_latency(self.validation_latency_ms, "validation_latency_ms")
+        for name in ("validation_latency_ms", "validation_e2e_latency_ms"):
+            if getattr(self, name) is not None:
+                _check_latency(getattr(self, name), name)
+        _check_number(self.validation_throughput, "validation_throughput", optional=True)
         _check_number(self.throughput, "throughput", optional=True)
         _check_int(self.batch_size, "batch_size", minimum=1, optional=True)
         _check_int(self.threads, "threads", minimum=1, optional=True)

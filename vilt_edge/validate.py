@@ -65,8 +65,10 @@ def side_by_side_latency(
     calls: int = 40,
     warmup: int = 3,
     on_progress: Callable[[int], None] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Model latency of several runtimes measured side by side (name -> p50/p90/p99 ms).
+) -> dict[str, dict[str, Any]]:
+    """Latency of several runtimes measured side by side: name -> {"latency_ms": model
+    p50/p90/p99, "e2e_latency_ms": the same with preprocessing, "throughput": examples per
+    second answered one at a time, preprocessing included}, as `Results` names them.
 
     In each of `rounds` rounds every runtime answers the same first `calls` examples of `data`
     in turn (batch 1, as an app asks), the order rotated from round to round, so a slow spell of
@@ -80,7 +82,8 @@ def side_by_side_latency(
         raise InputError("side-by-side timing needs at least one round and one call")
     names = list(runtimes)
     inputs = [data.inputs(start, start + 1) for start in range(min(calls, len(data)))]
-    times: dict[str, list[float]] = {name: [] for name in names}
+    model_ms: dict[str, list[float]] = {name: [] for name in names}
+    e2e_ms: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -89,10 +92,18 @@ def side_by_side_latency(
                 runtime.logits_batch(*args, batch_size=1)
             for args in inputs:
                 runtime.logits_batch(*args, batch_size=1)
-                times[name].append(runtime.last_latency_ms["model"])
+                model_ms[name].append(runtime.last_latency_ms["model"])
+                e2e_ms[name].append(runtime.last_latency_ms["total"])
             if on_progress is not None:
                 on_progress(len(inputs))
-    return {name: percentiles(values) for name, values in times.items()}
+    return {
+        name: {
+            "latency_ms": percentiles(model_ms[name]),
+            "e2e_latency_ms": percentiles(e2e_ms[name]),
+            "throughput": round(1000 / float(np.mean(e2e_ms[name])), 3),
+        }
+        for name in names
+    }
 
 
 def drift(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
