@@ -255,13 +255,14 @@ def _notes(rows: list[_Row], generated: datetime) -> list[str]:
             " tokenizing) included, measured with the latency."
         )
     floors = [row.results.floor for row in rows if row.results.floor]
+    bf16 = any(row.results.variant.get("precision") == "bf16" for row in rows)
     if floors:
         sizes = ", ".join(sorted({f["image_size"] for f in floors}))
         notes.append(
             "Floor: the roofline compute floor on the measuring machine: the model's operations "
             f"at {sizes} at the best GEMM ceilings (1024³ products) that the installed runtimes "
-            f"reached there ({_ceiling_sources(rows)}); a variant cannot run faster than its "
-            "floor."
+            f"reached there ({_ceiling_sources(floors, bf16)}); a variant cannot run faster "
+            "than its floor."
         )
     return notes
 
@@ -269,20 +270,17 @@ def _notes(rows: list[_Row], generated: datetime) -> list[str]:
 _RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def _ceiling_sources(rows: list[_Row]) -> str:
+def _ceiling_sources(floors: list[dict], bf16: bool) -> str:
     """Whose GEMM each ceiling the floors used was, e.g. "INT8: OpenVINO's, FP32: ONNX
     Runtime's" (BF16 only where a variant computes in it). Floors written before OpenVINO's
     ceilings were measured name no source: they are ONNX Runtime's."""
-    used = ["int8", "fp32"]
-    if any(row.results.variant.get("precision") == "bf16" for row in rows):
-        used.insert(1, "bf16")
+    used = ("int8", "bf16", "fp32") if bf16 else ("int8", "fp32")
     found: dict[str, set[str]] = {precision: set() for precision in used}
-    for row in rows:
-        if row.results.floor:
-            sources = row.results.floor.get("ceiling_runtimes") or {}
-            for precision in used:
-                runtime = sources.get(precision, "onnxruntime")
-                found[precision].add(_RUNTIME_NAMES.get(runtime, runtime))
+    for floor in floors:
+        sources = floor.get("ceiling_runtimes") or {}
+        for precision in used:
+            runtime = sources.get(precision, "onnxruntime")
+            found[precision].add(_RUNTIME_NAMES.get(runtime, runtime))
     return ", ".join(
         f"{precision.upper()}: {' or '.join(sorted(names))}'s" for precision, names in found.items()
     )
